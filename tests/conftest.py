@@ -1,0 +1,22 @@
+"""Shared fixtures: generated data and a random-weight teacher checkpoint. No downloads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import build_model, save_checkpoint
+
+from yolo_tsd.data import make_dataset
+
+
+@pytest.fixture(scope="session")
+def data_yaml(tmp_path_factory) -> Path:
+    """A small generated dataset (the embedded demo generator)."""
+    return make_dataset(tmp_path_factory.mktemp("data"), n_train=16, n_val=8, imgsz=64)
+
+
+@pytest.fixture(scope="session")
+def teacher_pt(tmp_path_factory) -> Path:
+    """A random-weight yolov8s teacher checkpoint with the demo class names."""
+    return save_checkpoint(build_model("yolov8s.yaml", seed=1), tmp_path_factory.mktemp("teacher") / "teacher.pt")

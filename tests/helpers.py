@@ -1,0 +1,44 @@
+"""Test helpers: tiny random-weight YOLO models and synthetic batches. No downloads."""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+from ultralytics.cfg import get_cfg
+from ultralytics.nn.tasks import DetectionModel
+
+from yolo_tsd.data import CLASSES
+
+NC = len(CLASSES)
+NAMES = dict(enumerate(CLASSES))
+
+
+def build_model(cfg: str = "yolov8n.yaml", nc: int = NC, seed: int = 0) -> DetectionModel:
+    """A random-weight detection model with Ultralytics' default hyperparameters attached, as the trainer does."""
+    torch.manual_seed(seed)
+    model = DetectionModel(cfg, nc=nc, verbose=False)
+    model.args = get_cfg()
+    model.names = {i: NAMES.get(i, f"class{i}") for i in range(nc)}
+    return model
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path) -> Path:
+    """Write ``model`` the way Ultralytics' trainer does (EMA in half precision, train args)."""
+    torch.save({"epoch": -1, "model": None, "ema": deepcopy(model).half(), "train_args": {}}, path)
+    return path
+
+
+def make_batch(bs: int = 2, imgsz: int = 64, seed: int = 0, boxes_per_image: int = 3) -> dict:
+    """A preprocessed batch with ``boxes_per_image`` random ground-truth boxes per image."""
+    g = torch.Generator().manual_seed(seed)
+    n = bs * boxes_per_image
+    xy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.1
+    return {
+        "img": torch.rand(bs, 3, imgsz, imgsz, generator=g),
+        "batch_idx": torch.arange(bs).repeat_interleave(boxes_per_image).float(),
+        "cls": torch.randint(0, NC, (n, 1), generator=g).float(),
+        "bboxes": torch.cat([xy, wh], 1),
+    }

@@ -1,0 +1,103 @@
+"""A short real distillation run on generated data, and what it leaves behind."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import build_model
+
+from yolo_tsd import TSDTrainer
+from yolo_tsd.trainer import ADAPTERS_FILE
+
+
+@pytest.fixture(scope="module")
+def run(data_yaml, teacher_pt, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    overrides = dict(
+        model="yolov8n.yaml",
+        data=str(data_yaml),
+        epochs=2,
+        imgsz=64,
+        batch=8,
+        device="cpu",
+        workers=0,
+        project=str(project),
+        name="tsd",
+        plots=False,
+        teacher=str(teacher_pt),
+        tsd_lambda_feat=0.5,
+        close_mosaic=1,
+    )
+    trainer = TSDTrainer(overrides=overrides)
+    trainer.train()
+    return trainer
+
+
+def test_results_have_every_term_next_to_ultralytics_losses(run):
+    rows = list(csv.DictReader((run.save_dir / "results.csv").open()))
+    assert len(rows) == 2
+    for key in (
+        "train/box_loss",
+        "train/cls_loss",
+        "train/dfl_loss",
+        "train/tsd_feat",
+        "train/tsd_cls",
+        "train/tsd_box",
+        "metrics/mAP50-95(B)",
+    ):
+        assert key in rows[0], key
+    assert all(float(r["train/tsd_cls"]) > 0 and float(r["train/tsd_feat"]) > 0 for r in rows)
+
+
+def test_settings_and_teacher_are_recorded_for_relaunch_and_resume(run, teacher_pt):
+    assert run.args.teacher == str(teacher_pt) and run.args.tsd["lambda_feat"] == 0.5
+    saved = (run.save_dir / "args.yaml").read_text()
+    assert "teacher:" in saved and "lambda_feat: 0.5" in saved
+    adapters = torch.load(run.wdir / ADAPTERS_FILE)
+    assert set(adapters["adapters"]) == set(run.adapters.state_dict())
+
+
+def test_checkpoints_hold_the_student_only(run):
+    student_keys = set(build_model("yolov8n.yaml").state_dict())
+    for name in ("best.pt", "last.pt"):
+        ckpt = torch.load(run.wdir / name, weights_only=False)
+        model = ckpt["model"]  # Ultralytics' strip_optimizer moved the EMA here at the end of training
+        assert ckpt["ema"] is None and ckpt["optimizer"] is None
+        assert set(model.state_dict()) == student_keys, name
+        assert getattr(model, "criterion", None) is None
+        tensors = sum(v.numel() for v in model.state_dict().values())
+        assert tensors == sum(v.numel() for v in build_model("yolov8n.yaml").state_dict().values())
+
+
+def test_teacher_stayed_frozen(run, teacher_pt):
+    original = torch.load(teacher_pt, weights_only=False)["ema"].float().state_dict()
+    live = run.teacher.model.state_dict()
+    assert all(torch.equal(live[k].cpu(), v) for k, v in original.items())
+    assert not run.teacher.model.training and not any(p.requires_grad for p in run.teacher.model.parameters())
+    assert not any(
+        p is q for g in run.optimizer.param_groups for p in g["params"] for q in run.teacher.model.parameters()
+    )
+
+
+PLAIN_LOAD = """
+import sys
+from ultralytics import YOLO
+m = YOLO(sys.argv[1])
+r = m.predict(sys.argv[2], imgsz=64, verbose=False)
+assert not any(k.startswith("yolo_tsd") for k in sys.modules), "yolo_tsd was imported"
+print("OK", type(m.model).__name__, len(r))
+"""
+
+
+def test_best_pt_loads_in_plain_ultralytics_and_exports_to_onnx(run, data_yaml, tmp_path):
+    best = run.wdir / "best.pt"
+    image = next((data_yaml.parent / "images" / "val").iterdir())
+    out = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(best), str(image)], capture_output=True, text=True)
+    assert out.returncode == 0 and "OK DetectionModel 1" in out.stdout, out.stderr[-2000:]
+    export = subprocess.run(
+        ["yolo", "export", f"model={best}", "format=onnx", "imgsz=64"], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
+    assert best.with_suffix(".onnx").stat().st_size > 1_000_000

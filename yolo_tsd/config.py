@@ -1,0 +1,161 @@
+"""Distillation settings: one typed dataclass, loaded from ``cfg/tsd.yaml`` and ``tsd_*`` overrides.
+
+The dataclass is the single source of truth: ``cfg/tsd.yaml`` is generated from it (``python -m yolo_tsd.config``)
+and a test keeps the two identical, so every key in the file carries the comment printed by ``train.py help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PREFIX = "tsd_"  # command-line prefix for single settings, e.g. tsd_lambda_feat=2.0
+
+
+def _setting(default: Any, doc: str, lo: float | None = None, hi: float | None = None, choices: tuple = ()) -> Any:
+    """Declare one setting with its comment and valid range (``lo``/``hi`` inclusive) or allowed values."""
+    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
+
+
+@dataclass
+class TSDConfig:
+    """Task-significance distillation settings (see ``docs`` in README and the method specification).
+
+    Examples:
+        >>> cfg = TSDConfig.load("cfg/tsd.yaml", {"lambda_feat": 2.0})
+        >>> cfg.lambda_feat
+        2.0
+    """
+
+    # loss weights
+    lambda_feat: float = _setting(1.0, "weight of the neck-feature term (0 disables it)", lo=0)
+    lambda_cls: float = _setting(1.0, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
+    lambda_box: float = _setting(1.0, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
+    temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
+    box_r1: str = _setting(
+        "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
+    )
+    # dual-task importance
+    importance: str = _setting(
+        "both", "tasks scored: both (Sr*Sc), cls (Sr=const) or reg (Sc=const)", choices=("both", "cls", "reg")
+    )
+    single_task_value: float = _setting(
+        1.0, "constant used for the switched-off score when importance is cls or reg", lo=0
+    )
+    reg_score: str = _setting(
+        "assigner",
+        "regression positives: assigner (TaskAlignedAssigner) or iou (fixed threshold)",
+        choices=("assigner", "iou"),
+    )
+    iou_pos: float = _setting(0.5, "IoU for a positive when reg_score=iou", lo=0, hi=1)
+    iou_neg: float = _setting(0.4, "IoU above which a non-positive anchor scores mid instead of low", lo=0, hi=1)
+    score_high: float = _setting(2.0, "score of a positive / top-and-right anchor", lo=0)
+    score_mid: float = _setting(1.5, "score of a near-positive / top-or-right anchor", lo=0)
+    score_low: float = _setting(0.4, "score of every other anchor", lo=0)
+    top_frac: float = _setting(0.025, "fraction of an image's anchors that counts as top confidence", lo=1e-6, hi=1)
+    # learning condition and selective decoupling
+    key_thresh: float = _setting(3.0, "key area: teacher importance >= this", lo=0)
+    weak_thresh: float = _setting(1.0, "weak area: teacher minus student importance >= this", lo=0)
+    weak_mode: str = _setting(
+        "diff", "weak area from I_T - I_S (diff), |I_T - I_S| (abs), or none (off)", choices=("diff", "abs", "off")
+    )
+    split: str = _setting(
+        "three", "three (high/medium/low) or binary (key-or-weak vs rest) regions", choices=("three", "binary")
+    )
+    w_high: float = _setting(1.0, "weight of the high region (key and weak)", lo=0)
+    w_mid: float = _setting(0.5, "weight of the medium region (key xor weak)", lo=0)
+    w_low: float = _setting(0.05, "weight of the low region (everything else)", lo=0)
+    continuous: bool = _setting(False, "multiply each anchor's weight by the teacher importance")
+    # schedule
+    warmup_epochs: float = _setting(0.0, "ramp the distillation weights linearly from 0 over this many epochs", lo=0)
+    close_mosaic_stop: bool = _setting(False, "stop distilling in Ultralytics' final close_mosaic epochs")
+
+    def __post_init__(self) -> None:
+        """Validate types, ranges and choices, naming the offending key."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if f.type == "bool":
+                if not isinstance(value, bool):
+                    raise ValueError(f"TSD setting '{f.name}' must be True or False, got {value!r}")
+                continue
+            if f.type == "str":
+                if value not in meta["choices"]:
+                    raise ValueError(f"TSD setting '{f.name}={value}' is not one of {', '.join(meta['choices'])}")
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"TSD setting '{f.name}' must be a number, got {value!r}")
+            setattr(self, f.name, float(value))
+            lo, hi = meta["lo"], meta["hi"]
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+                raise ValueError(f"TSD setting '{f.name}={value}' is out of range {rng}")
+
+    @property
+    def distils(self) -> bool:
+        """Whether any distillation term has a non-zero weight."""
+        return any(w > 0 for w in (self.lambda_feat, self.lambda_cls, self.lambda_box))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the settings as a plain dict (YAML- and pickle-safe, used in run args and DDP relaunch)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TSDConfig:
+        """Build from a dict, raising on unknown keys with the list of valid ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(values) - set(names))
+        if unknown:
+            raise ValueError(
+                f"Unknown TSD setting(s) {unknown}. Valid settings: {', '.join(names)} "
+                f"(on the command line, prefix them with '{PREFIX}', e.g. {PREFIX}lambda_feat=2.0)."
+            )
+        return cls(**values)
+
+    @classmethod
+    def load(cls, source: str | Path | dict | TSDConfig | None = None, overrides: dict | None = None) -> TSDConfig:
+        """Load settings from a YAML path, dict or config, then apply ``overrides``.
+
+        Args:
+            source (str | Path | dict | TSDConfig | None): YAML file, mapping or config; None uses the defaults.
+            overrides (dict | None): Single settings that replace those of ``source``.
+
+        Returns:
+            (TSDConfig): The validated settings.
+        """
+        if isinstance(source, TSDConfig):
+            values = source.to_dict()
+        elif isinstance(source, dict):
+            values = dict(source)
+        elif source is None:
+            values = {}
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"TSD settings file '{source}' not found; pass tsd=path/to/tsd.yaml")
+            values = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(values, dict):
+                raise ValueError(f"TSD settings file '{source}' must hold a mapping of key: value lines")
+        return cls.from_dict({**values, **(overrides or {})})
+
+    @classmethod
+    def help_lines(cls) -> list[str]:
+        """Return one ``key: default  # comment`` line per setting, as in ``cfg/tsd.yaml``."""
+        lines = []
+        for f in dataclasses.fields(cls):
+            default = yaml.safe_dump(f.default, default_flow_style=True).strip().removesuffix("...").strip()
+            lines.append(f"{f.name}: {default} # {f.metadata['doc']}")
+        return lines
+
+
+def default_yaml() -> str:
+    """Render ``cfg/tsd.yaml`` from the dataclass defaults and comments."""
+    head = "# Task-significance distillation settings for yolo_tsd (generated by `python -m yolo_tsd.config`).\n"
+    return head + "\n".join(TSDConfig.help_lines()) + "\n"
+
+
+if __name__ == "__main__":
+    print(default_yaml(), end="")

@@ -1,0 +1,108 @@
+"""The frozen teacher: find its file without downloading, load it with Ultralytics, check it fits the student, run it.
+
+Loading a ``.pt`` file unpickles Python objects, which can run code: only pass checkpoints you trust.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from ultralytics.nn.modules.head import Detect
+from ultralytics.nn.tasks import load_checkpoint
+
+from .checks import resolve_weights
+
+
+def head_channels(model: torch.nn.Module) -> list[int]:
+    """Widths of the neck features that feed the Detect head, one per level."""
+    return [branch[0].conv.in_channels for branch in model.model[-1].cv2]
+
+
+def names_list(names: dict | list) -> list[str]:
+    """Class names as a list in id order."""
+    return [names[i] for i in sorted(names)] if isinstance(names, dict) else list(names)
+
+
+class Teacher:
+    """A frozen Ultralytics detection model that returns raw head outputs and neck features without gradient.
+
+    Args:
+        model (torch.nn.Module): An Ultralytics ``DetectionModel`` with a plain ``Detect`` head.
+        path (str): Where it was loaded from (kept for relaunch and resume).
+
+    Examples:
+        >>> teacher = Teacher.load("runs/detect/train/weights/best.pt")
+        >>> preds = teacher(images)  # {"boxes", "scores", "feats"} (end-to-end heads: {"one2many", "one2one"})
+    """
+
+    def __init__(self, model: torch.nn.Module, path: str = ""):
+        """Freeze ``model`` and keep it in eval mode."""
+        head = model.model[-1]
+        if type(head) is not Detect:
+            raise TypeError(
+                f"teacher={path or type(model).__name__} is not a detection model: its head is "
+                f"{type(head).__name__}, not Detect. Pass a checkpoint trained with task=detect."
+            )
+        self.model = model.float().eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.path = path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Teacher:
+        """Load a teacher checkpoint with Ultralytics' own loader, with a clear error for a bad file."""
+        file = resolve_weights(path, "teacher")
+        try:
+            model, _ = load_checkpoint(str(file.resolve()), device="cpu")  # absolute: no re-download by name
+        except Exception as e:
+            raise ValueError(
+                f"teacher={path} could not be loaded as an Ultralytics checkpoint ({type(e).__name__}: {e}). "
+                "Pass a .pt file written by Ultralytics training, e.g. runs/detect/train/weights/best.pt."
+            ) from e
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "model"):
+            raise ValueError(f"teacher={path} holds no Ultralytics model; pass weights/best.pt of a detection run")
+        return cls(model, str(file))
+
+    @property
+    def head(self) -> Detect:
+        """The teacher's Detect head."""
+        return self.model.model[-1]
+
+    @property
+    def names(self) -> list[str]:
+        """Class names in id order."""
+        return names_list(self.model.names)
+
+    def to(self, device: torch.device | str) -> Teacher:
+        """Move to ``device``."""
+        self.model.to(device)
+        return self
+
+    def check_names(self, names: dict | list) -> None:
+        """Raise a ``ValueError`` listing both if the teacher's classes differ from the dataset's ``names``."""
+        data_names = names_list(names)
+        if self.names != data_names:
+            raise ValueError(
+                f"teacher and data have different classes: teacher {len(self.names)} {self.names} vs data "
+                f"{len(data_names)} {data_names}. Use a teacher trained on the same data yaml (same names, same order)."
+            )
+
+    def check_student(self, student: torch.nn.Module) -> None:
+        """Raise a ``ValueError`` if the student's head levels (strides) differ from the teacher's."""
+        ts, ss = self.head.stride.tolist(), student.model[-1].stride.tolist()
+        if ts != ss:
+            raise ValueError(
+                f"teacher and student have different head levels: teacher strides {ts} vs student strides {ss}. "
+                "Pick a teacher and student with the same levels (e.g. both P3-P5)."
+            )
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict:
+        """Run on a preprocessed batch; returns the head's training-format outputs (no decoding, no NMS)."""
+        self.model.eval()
+        self.head.training = True  # only the head's own flag: raw outputs, while BatchNorm stays in eval mode
+        try:
+            return self.model(images)
+        finally:
+            self.head.training = False
