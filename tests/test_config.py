@@ -59,3 +59,10 @@ def test_missing_file_and_non_mapping(tmp_path):
 def test_distils_only_with_a_positive_weight():
     assert TSDConfig().distils
     assert not TSDConfig(lambda_feat=0, lambda_cls=0, lambda_box=0).distils
+
+
+def test_readme_documents_every_setting():
+    readme = (ROOT / "README.md").read_text()
+    for name, default in TSDConfig().to_dict().items():
+        shown = str(default).lower() if isinstance(default, bool) else default
+        assert f"| `{name}` | {shown} |" in readme, name

@@ -72,7 +72,7 @@ def test_gradients_reach_student_and_adapters_never_teacher():
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
 def test_each_lambda_zero_switches_off_only_its_term(name):
-    weights = {"tsd_feat": "lambda_feat", "tsd_cls": "lambda_cls", "tsd_box": "lambda_box"}
+    weights = {"dfeat_loss": "lambda_feat", "dcls_loss": "lambda_cls", "dbox_loss": "lambda_box"}
     _, _, _, crit = setup(**{weights[name]: 0.0})
     student = build_model("yolov8n.yaml", seed=0).train()
     batch = make_batch()
@@ -85,7 +85,7 @@ def test_lambda_scales_its_term_linearly():
     values = []
     for lam in (1.0, 3.0):
         student, _, _, crit = setup(lambda_cls=lam)
-        values.append(crit(student(batch["img"]), batch)[1]["tsd_cls"])
+        values.append(crit(student(batch["img"]), batch)[1]["dcls_loss"])
     assert values[1] == pytest.approx(3 * values[0], rel=1e-5)
 
 

@@ -25,7 +25,7 @@ def run(data_yaml, teacher_pt, tmp_path_factory):
         workers=0,
         project=str(project),
         name="tsd",
-        plots=False,
+        plots=True,
         teacher=str(teacher_pt),
         tsd_lambda_feat=0.5,
         close_mosaic=1,
@@ -42,13 +42,13 @@ def test_results_have_every_term_next_to_ultralytics_losses(run):
         "train/box_loss",
         "train/cls_loss",
         "train/dfl_loss",
-        "train/tsd_feat",
-        "train/tsd_cls",
-        "train/tsd_box",
+        "train/dfeat_loss",
+        "train/dcls_loss",
+        "train/dbox_loss",
         "metrics/mAP50-95(B)",
     ):
         assert key in rows[0], key
-    assert all(float(r["train/tsd_cls"]) > 0 and float(r["train/tsd_feat"]) > 0 for r in rows)
+    assert all(float(r["train/dcls_loss"]) > 0 and float(r["train/dfeat_loss"]) > 0 for r in rows)
 
 
 def test_settings_and_teacher_are_recorded_for_relaunch_and_resume(run, teacher_pt):
@@ -101,3 +101,14 @@ def test_best_pt_loads_in_plain_ultralytics_and_exports_to_onnx(run, data_yaml, 
     )
     assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
     assert best.with_suffix(".onnx").stat().st_size > 1_000_000
+
+
+def test_ultralytics_plots_include_the_new_columns(run, monkeypatch):
+    import matplotlib.axes
+    from ultralytics.utils import plotting
+
+    plotted = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, t, *a, **k: plotted.append(t))
+    plotting.plot_results(file=run.save_dir / "results.csv")
+    assert {"train/dfeat_loss", "train/dcls_loss", "train/dbox_loss", "train/box_loss"} <= set(plotted), plotted
+    assert (run.save_dir / "results.png").stat().st_size > 10_000

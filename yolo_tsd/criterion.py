@@ -17,7 +17,8 @@ from .config import TSDConfig
 from .significance import Assignment, GroundTruth
 from .teacher import Teacher
 
-LOSS_NAMES = ("tsd_feat", "tsd_cls", "tsd_box")  # <= 10 characters each: the progress table stays aligned
+# <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
+LOSS_NAMES = ("dfeat_loss", "dcls_loss", "dbox_loss")
 
 
 def ground_truth(det: Any, batch: dict, feats: list[torch.Tensor]) -> GroundTruth:

@@ -20,13 +20,15 @@ from ultralytics.utils import LOGGER, colorstr
 from .data import make_dataset
 from .trainer import TSDTrainer
 
-DEFAULTS = {  # sized for about 10 minutes on a 2-core CPU, teacher training included
+DEFAULTS = {  # sized for under 10 minutes on a 2-core CPU, teacher training included
     "model": "yolov8n.yaml",
     "teacher_model": "yolov8s.yaml",
-    "teacher_epochs": 30,
+    "teacher_epochs": 20,
     "epochs": 15,
-    "imgsz": 160,
-    "batch": 16,
+    "imgsz": 128,
+    "batch": 8,
+    "nbs": 8,  # one optimizer step per batch: from-scratch training needs the steps
+    "warmup_epochs": 1,
     "n_train": 256,
     "n_val": 64,
     "seed": 0,

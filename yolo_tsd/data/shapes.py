@@ -16,21 +16,22 @@ import numpy as np
 import yaml
 
 CLASSES = ("ellipse", "rectangle", "triangle", "cross", "ring")
-VERSION = 1  # bump when the generator's output changes: it is part of the cache folder name
+VERSION = 2  # bump when the generator's output changes: it is part of the cache folder name
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth coloured noise, a gradient and a few clutter lines."""
-    low = rng.uniform(0, 255, (4 + rng.integers(0, 5), 4 + rng.integers(0, 5), 3)).astype(np.float32)
-    img = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
-    ramp = np.linspace(-40, 40, size, dtype=np.float32)
+    """A muted texture: a base colour with smooth noise, a gradient, grain and a few thin clutter lines."""
+    base = rng.uniform(60, 200, 3).astype(np.float32)
+    low = rng.normal(0, 25, (4 + rng.integers(0, 5), 4 + rng.integers(0, 5), 3)).astype(np.float32)
+    img = base + cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+    ramp = np.linspace(-25, 25, size, dtype=np.float32)
     img += ramp[None, :, None] if rng.random() < 0.5 else ramp[:, None, None]
-    img += rng.normal(0, 12, img.shape).astype(np.float32)
+    img += rng.normal(0, 6, img.shape).astype(np.float32)
     img = np.clip(img, 0, 255).astype(np.uint8)
-    for _ in range(rng.integers(2, 7)):
+    for _ in range(rng.integers(1, 5)):
         p1, p2 = rng.integers(0, size, 2), rng.integers(0, size, 2)
-        color = tuple(int(c) for c in rng.integers(0, 256, 3))
-        cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, int(rng.integers(1, 3)))
+        color = tuple(int(c) for c in np.clip(base + rng.normal(0, 50, 3), 0, 255))
+        cv2.line(img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), color, 1)
     return img
 
 
@@ -79,6 +80,8 @@ def sample_image(rng: np.random.Generator, size: int, max_objects: int = 6) -> t
             continue
         cls = int(rng.integers(0, len(CLASSES)))
         color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if np.abs(np.array(color) - img[box[1] : box[3], box[0] : box[2]].mean((0, 1))).max() < 60:
+            color = tuple(255 - c for c in color)  # keep every object visible against its background
         draw(img, cls, tuple(int(v) for v in box), color, rng)
         boxes.append(box)
         labels.append([cls, (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size, w / size, h / size])
