@@ -103,20 +103,26 @@ class TSDLoss:
             t = t_preds.get(name, t_preds.get("one2many")) if "one2many" in t_preds else t_preds
             assigned, loss, items = crit.get_assigned_targets_and_loss(s, batch)
             det_loss = det_loss + loss * (bs * gain)
-            terms = terms + self.branch_terms(crit, s, t, assigned, batch, with_feat=i == 0) * gain
+            adapted = self.adapters(s["feats"]) if i == 0 and self.cfg.lambda_feat > 0 else None  # ambient autocast
+            with torch.autocast(batch["img"].device.type, enabled=False):  # significance and terms in fp32
+                terms = terms + self.branch_terms(crit, s, t, assigned, batch, adapted) * gain
         terms = terms * self.scale
         return torch.cat([det_loss, terms * bs]), {**items, **dict(zip(LOSS_NAMES, terms.detach()))}
 
-    def branch_terms(self, crit: Any, s: dict, t: dict, assigned: tuple, batch: dict, with_feat: bool) -> torch.Tensor:
-        """Weighted (feature, class, box) terms of one head branch -> (3,) tensor, already multiplied by the lambdas."""
+    def branch_terms(
+        self, crit: Any, s: dict, t: dict, assigned: tuple, batch: dict, adapted: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Weighted (feature, class, box) terms of one head branch -> (3,) tensor, already multiplied by the lambdas.
+
+        ``adapted`` holds the adapted student features for the branch that carries the feature term, else None.
+        """
         cfg = self.cfg
         fg_mask, gt_idx, _, anchors, strides = assigned
         weight = self.weights(crit, s, t, Assignment(fg_mask, gt_idx), batch, anchors, strides)
         (rs, rt), zero = self.reg_max, weight.new_zeros(())
 
         feat = zero
-        if with_feat and cfg.lambda_feat > 0:
-            adapted = self.adapters(s["feats"])
+        if adapted is not None:
             feat = losses.weighted_mean(losses.feature_distance(adapted, t["feats"]), weight)
         cls = zero
         if cfg.lambda_cls > 0:

@@ -71,6 +71,8 @@ class TSDTrainer(DetectionTrainer):
         """Check every input that can be checked before Ultralytics creates the run folder, then set up the run."""
         overrides, o_teacher, o_tsd, singles = split_overrides(overrides or {})
         teacher, tsd = o_teacher or teacher, o_tsd if o_tsd is not None else tsd
+        if overrides.get("resume") is True and str(overrides.get("model", "")).endswith(".pt"):
+            overrides["resume"] = overrides["model"]  # `resume model=last.pt`, as Ultralytics' Model.train reads it
         if overrides.get("resume") and (teacher is None or tsd is None):  # settings of the interrupted run
             saved = self.saved_run_args(overrides["resume"])
             teacher, tsd = teacher or saved.get("teacher"), tsd if tsd is not None else saved.get("tsd")

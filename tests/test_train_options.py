@@ -1,0 +1,94 @@
+"""Ultralytics training options keep working through the distillation trainer (a short real run each)."""
+
+import csv
+import shutil
+
+import pytest
+import yaml
+
+from yolo_tsd import TSDTrainer
+
+
+@pytest.fixture(scope="module")
+def data_with_backgrounds(data_yaml, tmp_path_factory):
+    """The generated data with a quarter of the training images unlabelled (background images)."""
+    root = tmp_path_factory.mktemp("bg") / "data"
+    shutil.copytree(data_yaml.parent, root)
+    for label in sorted((root / "labels" / "train").glob("*.txt"))[::4]:
+        label.unlink()
+    for cache in root.rglob("*.cache"):
+        cache.unlink()
+    spec = yaml.safe_load(data_yaml.read_text())
+    (root / "data.yaml").write_text(yaml.safe_dump({**spec, "path": str(root)}))
+    return root / "data.yaml"
+
+
+OPTIONS = {
+    "multi_scale": {"multi_scale": 0.5},
+    "close_mosaic": {"close_mosaic": 1},
+    "freeze": {"freeze": 10},
+    "fraction": {"fraction": 0.5},
+    "cache_ram": {"cache": "ram"},
+    "rect_train": {"rect": True},
+    "sgd_cos_lr": {"optimizer": "SGD", "cos_lr": True},
+    "no_val": {"val": False},
+}
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+def test_option_trains_with_finite_distillation_terms(option, data_with_backgrounds, teacher_pt, tmp_path):
+    trainer = TSDTrainer(
+        overrides=dict(
+            model="yolov8n.yaml",
+            data=str(data_with_backgrounds),
+            epochs=2,
+            imgsz=64,
+            batch=8,
+            device="cpu",
+            workers=0,
+            project=str(tmp_path),
+            name=option,
+            plots=False,
+            teacher=str(teacher_pt),
+            **OPTIONS[option],
+        )
+    )
+    trainer.train()
+    rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
+    assert len(rows) == 2
+    for r in rows:
+        for k in ("train/dfeat_loss", "train/dcls_loss", "train/dbox_loss", "train/box_loss"):
+            assert float(r[k]) >= 0 and float(r[k]) < 1e3, (k, r[k])
+        assert float(r["train/dfeat_loss"]) > 0
+    assert (trainer.wdir / "best.pt").is_file()
+    if option == "freeze":
+        assert not any(p.requires_grad for n, p in trainer.model.named_parameters() if n.startswith("model.0."))
+    if option == "fraction":
+        assert len(trainer.train_loader.dataset) == 8
+
+
+def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_path):
+    trainer = TSDTrainer(
+        overrides=dict(
+            model="yolov8n.yaml",
+            data=str(data_yaml),
+            epochs=3,
+            imgsz=64,
+            batch=8,
+            device="cpu",
+            workers=0,
+            project=str(tmp_path),
+            plots=False,
+            teacher=str(teacher_pt),
+            close_mosaic=1,
+            tsd_close_mosaic_stop=True,
+            tsd_warmup_epochs=1,
+        )
+    )
+    scales = []
+    trainer.add_callback("on_train_epoch_end", lambda t: scales.append(t.criterion.scale))
+    trainer.train()
+    assert scales == [0.5, 1.0, 0.0]
+    rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
+    assert float(rows[1]["train/dcls_loss"]) > 0 and float(rows[2]["train/dcls_loss"]) == 0
+    assert float(rows[2]["train/box_loss"]) > 0  # detection training goes on
