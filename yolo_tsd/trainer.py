@@ -41,6 +41,14 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
     return ul, teacher, tsd, singles
 
 
+def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
+    """Average ``module``'s gradients over the DDP ranks, as DDP does for the modules it wraps."""
+    for p in module.parameters():
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= world_size
+
+
 class TSDTrainer(DetectionTrainer):
     """Distil a frozen YOLO teacher into a YOLO student with task-significance distillation.
 
@@ -77,7 +85,8 @@ class TSDTrainer(DetectionTrainer):
             saved = self.saved_run_args(overrides["resume"])
             teacher, tsd = teacher or saved.get("teacher"), tsd if tsd is not None else saved.get("tsd")
         self.tsd = TSDConfig.load(tsd, singles)
-        if overrides.get("distill_model") is not None or "dis" in overrides:
+        dis = overrides.get("dis", DEFAULT_CFG_DICT["dis"])  # the default arrives in every DDP relaunch and resume
+        if overrides.get("distill_model") is not None or dis != DEFAULT_CFG_DICT["dis"]:
             raise ValueError(
                 "distill_model=/dis= select Ultralytics' built-in distillation; yolo_tsd distils with teacher=. "
                 "Use one of the two, never both: drop distill_model and dis."
@@ -179,10 +188,7 @@ class TSDTrainer(DetectionTrainer):
     def optimizer_step(self):
         """Average the adapters' gradients over DDP ranks (they are outside the DDP module), then step as usual."""
         if self.world_size > 1 and torch.distributed.is_initialized():
-            for p in self.adapters.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= self.world_size
+            sync_gradients(self.adapters, self.world_size)
         super().optimizer_step()
 
     def save_model(self):

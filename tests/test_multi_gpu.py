@@ -1,0 +1,104 @@
+"""Multi-GPU: the relaunch Ultralytics does, and DDP gradient synchronisation (2 CPU processes over gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from helpers import build_model, make_batch
+from ultralytics.utils.dist import generate_ddp_file
+
+from yolo_tsd import TSDTrainer
+from yolo_tsd.config import TSDConfig
+from yolo_tsd.criterion import TSDLoss
+from yolo_tsd.losses import FeatureAdapters
+from yolo_tsd.teacher import Teacher, head_channels
+from yolo_tsd.trainer import sync_gradients
+
+REPORT = """print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
+      "args_teacher": trainer.args.teacher, "epochs": trainer.args.epochs}))"""
+
+
+def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_pt, tmp_path):
+    trainer = TSDTrainer(
+        overrides=dict(
+            model="yolov8n.yaml",
+            data=str(data_yaml),
+            epochs=7,
+            imgsz=64,
+            device="cpu",
+            project=str(tmp_path),
+            teacher=str(teacher_pt),
+            tsd_lambda_cls=0.3,
+            tsd_weak_mode="abs",
+        )
+    )
+    file = Path(generate_ddp_file(trainer))  # what Ultralytics writes for its torch.distributed.run workers
+    try:
+        script = file.read_text().replace("trainer.train()", REPORT)
+        assert script != file.read_text()
+        out = subprocess.run([sys.executable, "-c", "import json\n" + script], capture_output=True, text=True)
+    finally:
+        file.unlink()
+        file.with_suffix(".pt").unlink()
+    assert out.returncode == 0, out.stderr[-3000:]
+    rebuilt = json.loads(out.stdout.split("REBUILT", 1)[1])
+    assert rebuilt["teacher"] == rebuilt["args_teacher"] == str(teacher_pt)
+    assert rebuilt["tsd"] == trainer.tsd.to_dict() and rebuilt["tsd"]["lambda_cls"] == 0.3
+    assert rebuilt["epochs"] == 7
+
+
+def build(seed_offset=0):
+    student = build_model("yolov8n.yaml", seed=0).train()
+    teacher = Teacher(build_model("yolov8s.yaml", seed=1))
+    torch.manual_seed(2)
+    adapters = FeatureAdapters(head_channels(student), head_channels(teacher.model))
+    return student, adapters, TSDLoss(student, teacher, adapters, TSDConfig())
+
+
+def grads(student, adapters, batch):
+    """Single-process loss and gradients on one batch."""
+    student.zero_grad()
+    adapters.zero_grad()
+    loss, _ = TSDLoss(student, build()[2].teacher, adapters, TSDConfig())(student(batch["img"]), batch)
+    loss.sum().backward()
+    return loss.detach(), grad_list(student), grad_list(adapters)
+
+
+def grad_list(module):
+    return [p.grad.clone() for p in module.parameters() if p.requires_grad]
+
+
+def worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    student, adapters, crit = build()
+    ddp = torch.nn.parallel.DistributedDataParallel(student, find_unused_parameters=True)
+    batch = make_batch(bs=2, imgsz=64, seed=10 + rank)  # each rank its own data
+    loss, _ = crit(ddp(batch["img"]), batch)
+    loss.sum().backward()
+    sync_gradients(adapters, world)
+    torch.save(
+        {"loss": loss.detach(), "student": grad_list(student), "adapters": grad_list(adapters)},
+        f"{out}/rank{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+def test_ddp_loss_equals_single_process_and_gradients_are_synchronised(tmp_path):
+    port = 29500 + os.getpid() % 1000
+    mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    student, adapters, _ = build()
+    singles = [grads(student, adapters, make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
+    for r in range(2):
+        assert torch.allclose(ranks[r]["loss"], singles[r][0], rtol=1e-5, atol=1e-6)  # same loss as 1 process
+    for part, idx in (("student", 1), ("adapters", 2)):
+        for g0, g1, s0, s1 in zip(ranks[0][part], ranks[1][part], singles[0][idx], singles[1][idx]):
+            assert torch.allclose(g0, g1)  # synchronised across ranks
+            assert torch.allclose(g0, (s0 + s1) / 2, rtol=1e-4, atol=1e-6)  # = the mean of the per-rank gradients
