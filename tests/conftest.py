@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import build_model, save_checkpoint
 
+from yolo_tsd import TSDTrainer
 from yolo_tsd.data import make_dataset
 
 
@@ -20,3 +21,27 @@ def data_yaml(tmp_path_factory) -> Path:
 def teacher_pt(tmp_path_factory) -> Path:
     """A random-weight yolov8s teacher checkpoint with the demo class names."""
     return save_checkpoint(build_model("yolov8s.yaml", seed=1), tmp_path_factory.mktemp("teacher") / "teacher.pt")
+
+
+@pytest.fixture(scope="session")
+def run(data_yaml, teacher_pt, tmp_path_factory):
+    """A finished 2-epoch distillation run on the generated data (plots on, close_mosaic in epoch 2)."""
+    project = tmp_path_factory.mktemp("runs")
+    overrides = dict(
+        model="yolov8n.yaml",
+        data=str(data_yaml),
+        epochs=2,
+        imgsz=64,
+        batch=8,
+        device="cpu",
+        workers=0,
+        project=str(project),
+        name="tsd",
+        plots=True,
+        teacher=str(teacher_pt),
+        tsd_lambda_feat=0.5,
+        close_mosaic=1,
+    )
+    trainer = TSDTrainer(overrides=overrides)
+    trainer.train()
+    return trainer

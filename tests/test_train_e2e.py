@@ -4,35 +4,10 @@ import csv
 import subprocess
 import sys
 
-import pytest
 import torch
 from helpers import build_model
 
-from yolo_tsd import TSDTrainer
 from yolo_tsd.trainer import ADAPTERS_FILE
-
-
-@pytest.fixture(scope="module")
-def run(data_yaml, teacher_pt, tmp_path_factory):
-    project = tmp_path_factory.mktemp("runs")
-    overrides = dict(
-        model="yolov8n.yaml",
-        data=str(data_yaml),
-        epochs=2,
-        imgsz=64,
-        batch=8,
-        device="cpu",
-        workers=0,
-        project=str(project),
-        name="tsd",
-        plots=True,
-        teacher=str(teacher_pt),
-        tsd_lambda_feat=0.5,
-        close_mosaic=1,
-    )
-    trainer = TSDTrainer(overrides=overrides)
-    trainer.train()
-    return trainer
 
 
 def test_results_have_every_term_next_to_ultralytics_losses(run):
