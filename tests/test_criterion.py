@@ -10,6 +10,7 @@ from helpers import build_model, make_batch
 from yolo_tsd.config import TSDConfig
 from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
 from yolo_tsd.losses import FeatureAdapters
+from yolo_tsd.significance import HIGH
 from yolo_tsd.teacher import Teacher, head_channels
 
 ZERO = {"lambda_feat": 0.0, "lambda_cls": 0.0, "lambda_box": 0.0}
@@ -45,15 +46,20 @@ def test_detection_part_is_unchanged_when_distilling():
     assert all(items[k] > 0 for k in LOSS_NAMES), items
 
 
-def test_terms_vanish_when_student_equals_teacher():
+@pytest.mark.parametrize("reg_score", ["assigner", "iou"])
+def test_terms_vanish_and_importance_agrees_when_student_equals_teacher(reg_score):
     student = build_model("yolov8n.yaml", seed=3).eval()  # eval: BatchNorm identical to the teacher's
     teacher = Teacher(deepcopy(student))
     adapters = FeatureAdapters(head_channels(student), head_channels(teacher.model))  # identity: same widths
-    crit = TSDLoss(student, teacher, adapters, TSDConfig())
+    crit = TSDLoss(student, teacher, adapters, TSDConfig(reg_score=reg_score))
     student.model[-1].training = True  # raw outputs, like the teacher
-    batch = make_batch()
+    batch = make_batch(boxes_per_image=4)
     _, items = crit(student(batch["img"]), batch)
     assert all(items[k].abs() < 1e-6 for k in LOSS_NAMES), items
+    # the teacher's own assignment (TaskAlignedAssigner on its outputs) must equal the student's
+    assert torch.equal(crit.last["imp_t"], crit.last["imp_s"])
+    assert (crit.last["imp_t"] > 0.16 + 1e-6).any()  # some anchors score above the floor: GT was seen
+    assert not (crit.last["region"] == HIGH).any()  # no weak area when the student is the teacher
 
 
 def test_gradients_reach_student_and_adapters_never_teacher():
@@ -114,3 +120,50 @@ def test_student_with_criterion_copies_and_pickles_without_teacher():
     assert restored.criterion is None
     assert set(restored.state_dict()) == set(build_model("yolov8n.yaml").state_dict())
     assert student.criterion is crit  # the live model keeps it
+
+
+@pytest.mark.parametrize(
+    "teacher_cfg, student_cfg",
+    [
+        ("yolo11s.yaml", "yolov8n.yaml"),
+        ("yolov8s.yaml", "yolo26n.yaml"),
+        ("yolo11s.yaml", "yolo26n.yaml"),
+        ("yolo26s.yaml", "yolo11n.yaml"),
+        ("yolo26s.yaml", "yolo26n.yaml"),
+    ],
+)
+def test_cross_family_pairs_distil(teacher_cfg, student_cfg):
+    student, teacher, adapters, crit = setup(teacher_cfg, student_cfg)
+    batch = make_batch()
+    loss, items = crit(student(batch["img"]), batch)
+    assert torch.isfinite(loss).all() and all(items[k] > 0 for k in LOSS_NAMES), items
+    loss.sum().backward()
+    assert all(p.grad is not None for p in adapters.parameters())
+
+
+def test_end_to_end_student_follows_ultralytics_branch_weighting():
+    student, _, _, crit = setup("yolo26s.yaml", "yolo26n.yaml")
+    det = crit.det
+    assert hasattr(det, "one2many") and hasattr(det, "one2one")  # Ultralytics' E2ELoss
+    batch = make_batch()
+    preds = student(batch["img"])
+    loss, items = crit(preds, batch)
+    ref_loss, ref_items = det(preds, batch)
+    assert torch.allclose(loss[:3], ref_loss) and all(torch.allclose(items[k], v) for k, v in ref_items.items())
+    assert "l1_loss" in items  # YOLO26 has no DFL: Ultralytics names its box-distance term l1_loss
+    o2m = det.o2m
+    crit.update()  # the per-epoch schedule reaches Ultralytics' criterion
+    assert det.o2m < o2m and det.updates == 1
+    # the feature term is shared by both branches: it must not shrink with the one-to-many gain
+    feat_before = crit(preds, batch)[1]["dfeat_loss"]
+    det.o2m, det.o2o = 0.1, 0.9
+    assert crit(preds, batch)[1]["dfeat_loss"] == pytest.approx(feat_before.item(), rel=1e-6)
+
+
+def test_reg_max_1_box_term_is_l1_or_iou_on_decoded_distances():
+    batch = make_batch()
+    values = {}
+    for mode in ("l1", "iou"):
+        student, _, _, crit = setup("yolo26s.yaml", "yolo26n.yaml", box_r1=mode, lambda_feat=0, lambda_cls=0)
+        values[mode] = crit(student(batch["img"]), batch)[1]["dbox_loss"].item()
+    assert values["l1"] > 0 and 0 < values["iou"] <= 1 and values["l1"] != values["iou"]

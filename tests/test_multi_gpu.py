@@ -17,10 +17,17 @@ from yolo_tsd.config import TSDConfig
 from yolo_tsd.criterion import TSDLoss
 from yolo_tsd.losses import FeatureAdapters
 from yolo_tsd.teacher import Teacher, head_channels
-from yolo_tsd.trainer import sync_gradients
+from yolo_tsd.trainer import broadcast_parameters, sync_gradients
 
-REPORT = """print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
-      "args_teacher": trainer.args.teacher, "epochs": trainer.args.epochs}))"""
+REPORT = """
+from types import SimpleNamespace
+from yolo_tsd.trainer import update_schedule
+n_schedule = sum(cb is update_schedule for cb in trainer.callbacks["on_train_epoch_start"])
+trainer.epoch, trainer.criterion = 0, SimpleNamespace(scale=None)
+trainer.run_callbacks("on_train_epoch_start")  # what the worker does at each epoch start
+print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
+      "args_teacher": trainer.args.teacher, "epochs": trainer.args.epochs, "n_schedule": n_schedule,
+      "scale": trainer.criterion.scale}))"""
 
 
 def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_pt, tmp_path):
@@ -38,6 +45,7 @@ def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_
         )
     )
     file = Path(generate_ddp_file(trainer))  # what Ultralytics writes for its torch.distributed.run workers
+    state_size = file.with_suffix(".pt").stat().st_size
     try:
         script = file.read_text().replace("trainer.train()", REPORT)
         assert script != file.read_text()
@@ -50,12 +58,14 @@ def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_
     assert rebuilt["teacher"] == rebuilt["args_teacher"] == str(teacher_pt)
     assert rebuilt["tsd"] == trainer.tsd.to_dict() and rebuilt["tsd"]["lambda_cls"] == 0.3
     assert rebuilt["epochs"] == 7
+    assert rebuilt["n_schedule"] == 1 and rebuilt["scale"] == 1.0  # the schedule runs once, on the worker's trainer
+    assert state_size < 1_000_000  # the pickled relaunch state carries no trainer, hence no teacher weights
 
 
-def build(seed_offset=0):
+def build(adapter_seed=2):
     student = build_model("yolov8n.yaml", seed=0).train()
     teacher = Teacher(build_model("yolov8s.yaml", seed=1))
-    torch.manual_seed(2)
+    torch.manual_seed(adapter_seed)
     adapters = FeatureAdapters(head_channels(student), head_channels(teacher.model))
     return student, adapters, TSDLoss(student, teacher, adapters, TSDConfig())
 
@@ -77,7 +87,8 @@ def worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    student, adapters, crit = build()
+    student, adapters, crit = build(adapter_seed=100 + rank)  # ranks are seeded differently, as in Ultralytics
+    broadcast_parameters(adapters)  # what TSDTrainer._setup_train does under DDP
     ddp = torch.nn.parallel.DistributedDataParallel(student, find_unused_parameters=True)
     batch = make_batch(bs=2, imgsz=64, seed=10 + rank)  # each rank its own data
     loss, _ = crit(ddp(batch["img"]), batch)
@@ -94,7 +105,7 @@ def test_ddp_loss_equals_single_process_and_gradients_are_synchronised(tmp_path)
     port = 29500 + os.getpid() % 1000
     mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    student, adapters, _ = build()
+    student, adapters, _ = build(adapter_seed=100)  # rank 0's adapters, which the broadcast gave every rank
     singles = [grads(student, adapters, make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
     for r in range(2):
         assert torch.allclose(ranks[r]["loss"], singles[r][0], rtol=1e-5, atol=1e-6)  # same loss as 1 process

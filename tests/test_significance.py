@@ -117,7 +117,7 @@ def test_three_way_regions():
 def test_weights_are_normalised_per_image_level_and_region():
     region = torch.tensor([[HIGH, LOW, LOW, LOW, MID, LOW], [LOW, LOW, LOW, LOW, LOW, LOW]])
     level = torch.tensor([0, 0, 0, 0, 1, 1])
-    w = anchor_weights(region, level, torch.ones(2, 6), CFG)
+    w = anchor_weights(region, level, 2, torch.ones(2, 6), CFG)
     expected0 = [1.0, 0.05 / 3, 0.05 / 3, 0.05 / 3, 0.5, 0.05]
     assert w[0].tolist() == pytest.approx(expected0)
     assert w[1].tolist() == pytest.approx([0.05 / 4] * 4 + [0.05 / 2] * 2)
@@ -127,5 +127,26 @@ def test_weights_are_normalised_per_image_level_and_region():
 
 def test_continuous_weights_scale_with_teacher_importance():
     region = torch.tensor([[HIGH, HIGH]])
-    w = anchor_weights(region, torch.tensor([0, 0]), torch.tensor([[4.0, 3.0]]), TSDConfig(continuous=True))
+    w = anchor_weights(region, torch.tensor([0, 0]), 1, torch.tensor([[4.0, 3.0]]), TSDConfig(continuous=True))
     assert w[0].tolist() == pytest.approx([2.0, 1.5])
+
+
+def test_matched_ground_truth_is_the_assigned_one_for_positives_else_the_max_iou_one():
+    gt = GroundTruth(
+        labels=torch.tensor([[0, 2]]),
+        boxes=torch.tensor([[[0.0, 0.0, 10.0, 10.0], [20.0, 0.0, 30.0, 10.0]]]),
+        mask=torch.tensor([[True, True]]),
+    )
+    boxes = torch.tensor([[100.0, 100.0, 110.0, 110.0]]).repeat(1, 40, 1)
+    boxes[0, 0] = torch.tensor([0.0, 0.0, 10.0, 10.0])  # overlaps GT 0 (class 0) best ...
+    boxes[0, 1] = torch.tensor([20.0, 0.0, 30.0, 9.0])  # overlaps GT 1 (class 2) best, not a positive
+    logits = torch.full((1, 40, 3), -6.0)
+    logits[0, 0, 2] = 5.0  # anchor 0 predicts class 2, confidently (top)
+    logits[0, 1, 2] = -1.0  # anchor 1 predicts class 2, not top
+    gt_idx = torch.zeros(1, 40, dtype=torch.long)
+    gt_idx[0, 0] = 1  # ... but the assigner gave anchor 0 to GT 1 (class 2)
+    fg = torch.zeros(1, 40, dtype=torch.bool)
+    fg[0, 0] = True
+    imp = importance(logits, boxes, Assignment(fg, gt_idx), gt, CFG)[0]
+    assert imp[0] == pytest.approx(2.0 * 2.0)  # right w.r.t. the assigned GT (class 2), not the max-IoU one (0)
+    assert imp[1] == pytest.approx(1.5 * 1.5)  # non-positive: matched by IoU to GT 1, class 2 is right, not top

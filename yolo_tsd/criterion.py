@@ -105,7 +105,8 @@ class TSDLoss:
             det_loss = det_loss + loss * (bs * gain)
             adapted = self.adapters(s["feats"]) if i == 0 and self.cfg.lambda_feat > 0 else None  # ambient autocast
             with torch.autocast(batch["img"].device.type, enabled=False):  # significance and terms in fp32
-                terms = terms + self.branch_terms(crit, s, t, assigned, batch, adapted) * gain
+                feat, cls, box = self.branch_terms(crit, s, t, assigned, batch, adapted)
+            terms = terms + torch.stack([feat, cls * gain, box * gain])  # features are shared: feat counted once
         terms = terms * self.scale
         return torch.cat([det_loss, terms * bs]), {**items, **dict(zip(LOSS_NAMES, terms.detach()))}
 
@@ -155,7 +156,10 @@ class TSDLoss:
         s_logits, t_logits = s["scores"].permute(0, 2, 1).float(), t["scores"].permute(0, 2, 1).float()
         s_boxes = dist2bbox(losses.expected_distance(s["boxes"], rs), anchors, xywh=False) * strides
         t_boxes = dist2bbox(losses.expected_distance(t["boxes"], rt), anchors, xywh=False) * strides
-        if cfg.reg_score == "assigner" and cfg.importance != "cls":
+        if cfg.reg_score == "iou":  # fixed-IoU ablation: no assigner anywhere, max-IoU matching for both models
+            s_assigned = Assignment(torch.zeros_like(s_assigned.fg_mask), s_assigned.gt_idx)
+            t_assigned = s_assigned
+        else:
             _, _, _, fg, idx = crit.assigner(
                 t_logits.sigmoid(),
                 t_boxes,
@@ -165,11 +169,9 @@ class TSDLoss:
                 gt.mask.unsqueeze(-1).float(),
             )
             t_assigned = Assignment(fg.bool(), idx)
-        else:
-            t_assigned = Assignment(torch.zeros_like(s_assigned.fg_mask), s_assigned.gt_idx)
         imp_t = significance.importance(t_logits, t_boxes, t_assigned, gt, cfg)
         imp_s = significance.importance(s_logits, s_boxes, s_assigned, gt, cfg)
         region = significance.regions(imp_t, imp_s, cfg)
-        weight = significance.anchor_weights(region, anchor_levels(s["feats"]), imp_t, cfg)
+        weight = significance.anchor_weights(region, anchor_levels(s["feats"]), len(s["feats"]), imp_t, cfg)
         self.last = {"imp_t": imp_t, "imp_s": imp_s, "region": region, "weight": weight}
         return weight

@@ -182,12 +182,15 @@ def regions(imp_t: torch.Tensor, imp_s: torch.Tensor, cfg: TSDConfig) -> torch.T
     return region
 
 
-def anchor_weights(region: torch.Tensor, level: torch.Tensor, imp_t: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
+def anchor_weights(
+    region: torch.Tensor, level: torch.Tensor, n_levels: int, imp_t: torch.Tensor, cfg: TSDConfig
+) -> torch.Tensor:
     """Per-anchor weight ``w_region / |region|``, the size counted per image and head level.
 
     Args:
         region (torch.Tensor): (B, A) region ids.
         level (torch.Tensor): (A,) head level of each anchor.
+        n_levels (int): Number of head levels (given, not read from ``level``: no device-to-host sync).
         imp_t (torch.Tensor): (B, A) teacher importance (used when ``continuous``).
         cfg (TSDConfig): Settings.
 
@@ -196,7 +199,7 @@ def anchor_weights(region: torch.Tensor, level: torch.Tensor, imp_t: torch.Tenso
     """
     w = torch.tensor([cfg.w_high, cfg.w_mid, cfg.w_low], device=region.device)[region]
     bucket = level.view(1, -1) * 3 + region  # (B, A): one bucket per level and region
-    counts = torch.zeros(region.shape[0], int(level.max()) * 3 + 3, device=region.device)
+    counts = torch.zeros(region.shape[0], n_levels * 3, device=region.device)
     counts.scatter_add_(1, bucket, torch.ones_like(w))
     w = w / counts.gather(1, bucket)
     return w * imp_t if cfg.continuous else w

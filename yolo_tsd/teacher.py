@@ -62,7 +62,7 @@ class Teacher:
             ) from e
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "model"):
             raise ValueError(f"teacher={path} holds no Ultralytics model; pass weights/best.pt of a detection run")
-        return cls(model, str(file))
+        return cls(model, str(file.resolve()))  # absolute: valid for resume from another folder
 
     @property
     def head(self) -> Detect:

@@ -41,6 +41,21 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
     return ul, teacher, tsd, singles
 
 
+def update_schedule(trainer: TSDTrainer) -> None:
+    """``on_train_epoch_start`` callback: set this epoch's factor on the distillation terms.
+
+    A plain function, not a bound method: Ultralytics pickles the callbacks into its DDP relaunch, and a bound method
+    would carry the parent trainer (and its teacher) into every worker.
+    """
+    trainer.criterion.scale = trainer.schedule_scale(trainer.epoch)
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Give every DDP rank rank 0's values (each rank is seeded differently), as DDP does for the modules it wraps."""
+    for p in module.parameters():
+        torch.distributed.broadcast(p.data, 0)
+
+
 def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
     """Average ``module``'s gradients over the DDP ranks, as DDP does for the modules it wraps."""
     for p in module.parameters():
@@ -81,9 +96,13 @@ class TSDTrainer(DetectionTrainer):
         teacher, tsd = o_teacher or teacher, o_tsd if o_tsd is not None else tsd
         if overrides.get("resume") is True and str(overrides.get("model", "")).endswith(".pt"):
             overrides["resume"] = overrides["model"]  # `resume model=last.pt`, as Ultralytics' Model.train reads it
-        if overrides.get("resume") and (teacher is None or tsd is None):  # settings of the interrupted run
+        if overrides.get("resume"):  # the interrupted run's settings win, as Ultralytics' resume keeps its arguments
             saved = self.saved_run_args(overrides["resume"])
-            teacher, tsd = teacher or saved.get("teacher"), tsd if tsd is not None else saved.get("tsd")
+            if saved.get("tsd") is not None:
+                if tsd is not None or singles:
+                    LOGGER.warning(f"{colorstr('tsd:')} resume keeps the run's distillation settings; ignoring tsd=")
+                tsd, singles = saved["tsd"], {}
+            teacher = teacher or saved.get("teacher")  # a moved teacher file may be given again, like distill_model
         self.tsd = TSDConfig.load(tsd, singles)
         dis = overrides.get("dis", DEFAULT_CFG_DICT["dis"])  # the default arrives in every DDP relaunch and resume
         if overrides.get("distill_model") is not None or dis != DEFAULT_CFG_DICT["dis"]:
@@ -108,7 +127,8 @@ class TSDTrainer(DetectionTrainer):
         if RANK in {-1, 0}:
             YAML.save(self.save_dir / "args.yaml", vars(self.args))
         self.adapters: FeatureAdapters | None = None
-        self.add_callback("on_train_epoch_start", self.update_schedule)
+        if update_schedule not in self.callbacks["on_train_epoch_start"]:  # a DDP relaunch brings it along
+            self.add_callback("on_train_epoch_start", update_schedule)
 
     @staticmethod
     def saved_run_args(resume: str | bool) -> dict:
@@ -162,6 +182,8 @@ class TSDTrainer(DetectionTrainer):
         student.criterion = self.criterion
         if self.resume:
             self.load_adapters()
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            broadcast_parameters(self.adapters)
         n_teacher = sum(p.numel() for p in self.teacher.model.parameters())
         n_adapters = sum(p.numel() for p in self.adapters.parameters())
         LOGGER.info(
@@ -169,13 +191,11 @@ class TSDTrainer(DetectionTrainer):
             f"adapters {n_adapters:,} params, {self.tsd}"
         )
 
-    def update_schedule(self, trainer: TSDTrainer | None = None) -> None:
-        """Set this epoch's factor on the distillation terms (warm-up, optional stop for the close_mosaic epochs)."""
-        cfg, epoch = self.tsd, self.epoch
-        scale = min(1.0, (epoch + 1) / (cfg.warmup_epochs + 1))
-        if cfg.close_mosaic_stop and self.args.close_mosaic and epoch >= self.epochs - self.args.close_mosaic:
-            scale = 0.0
-        self.criterion.scale = scale
+    def schedule_scale(self, epoch: int) -> float:
+        """Factor on the distillation terms in ``epoch`` (warm-up, optional stop for the close_mosaic epochs)."""
+        if self.tsd.close_mosaic_stop and self.args.close_mosaic and epoch >= self.epochs - self.args.close_mosaic:
+            return 0.0
+        return min(1.0, (epoch + 1) / (self.tsd.warmup_epochs + 1))
 
     def get_validator(self):
         """Ultralytics' detection validator, given Ultralytics' arguments only (it rejects unknown keys)."""
@@ -186,9 +206,13 @@ class TSDTrainer(DetectionTrainer):
         )
 
     def optimizer_step(self):
-        """Average the adapters' gradients over DDP ranks (they are outside the DDP module), then step as usual."""
+        """Average and clip the adapters' gradients (they are outside the DDP module and the student), then step."""
         if self.world_size > 1 and torch.distributed.is_initialized():
             sync_gradients(self.adapters, self.world_size)
+        # Ultralytics clips the student's gradients to norm 10 after unscaling; clip the adapters' alike (the norm of
+        # the still-scaled gradients is the scale times the unscaled one)
+        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
+        torch.nn.utils.clip_grad_norm_(self.adapters.parameters(), max_norm=10.0 * scale)
         super().optimizer_step()
 
     def save_model(self):
@@ -206,5 +230,11 @@ class TSDTrainer(DetectionTrainer):
         if path is None or not path.is_file():
             LOGGER.warning(f"{colorstr('tsd:')} no {ADAPTERS_FILE} beside the resumed checkpoint: adapters start anew")
             return
-        self.adapters.load_state_dict(torch.load(path, map_location=self.device)["adapters"])
+        saved = torch.load(path, map_location=self.device)
+        if saved["epoch"] != self.start_epoch - 1:
+            LOGGER.warning(
+                f"{colorstr('tsd:')} {path} holds the adapters of epoch {saved['epoch'] + 1}, the checkpoint is of "
+                f"epoch {self.start_epoch}: resume from weights/last.pt to continue with matching adapters"
+            )
+        self.adapters.load_state_dict(saved["adapters"])
         LOGGER.info(f"{colorstr('tsd:')} restored adapters from {path}")
