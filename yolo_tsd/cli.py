@@ -16,6 +16,8 @@ Usage:
   python train.py model=yolov8n.yaml teacher=path/to/teacher.pt data=my.yaml epochs=100 imgsz=640 batch=16 device=0
   python train.py demo [epochs=15 teacher=path/to/teacher.pt ...]   # embedded demo: student alone vs distilled
   python train.py resume=path/to/last.pt                           # continue an interrupted distillation run
+  python train.py explain teacher=t.pt model=best.pt source=img.jpg [imgsz=640 tsd=... out=runs/tsd_explain]
+                                                                   # significance pictures for any image
   python train.py help
 
 Arguments:
@@ -49,13 +51,13 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
             overrides[key] = value
         elif arg in {"help", "-h", "--help"}:
             command = "help"
-        elif arg == "demo":
-            command = "demo"
+        elif arg in {"demo", "explain"}:
+            command = arg
         elif isinstance(DEFAULT_CFG_DICT.get(arg), bool):
             overrides[arg] = True
         else:
             raise SyntaxError(
-                f"'{arg}' is not a command (help, demo) nor a key=value pair. See 'python train.py help'."
+                f"'{arg}' is not a command (help, demo, explain) nor a key=value pair. See 'python train.py help'."
             )
     return command, overrides
 
@@ -78,6 +80,12 @@ def main(argv: list[str] | None = None) -> Any:
         from .demo import run_demo
 
         return run_demo(**overrides)
+    if command == "explain":
+        from .visualize import explain
+
+        paths = explain(**overrides)
+        print("\n".join(str(p) for p in paths))
+        return paths
     from .trainer import TSDTrainer
 
     trainer = TSDTrainer(overrides=overrides)

@@ -77,6 +77,7 @@ def run_demo(**overrides: Any) -> list[dict[str, Any]]:
         (list[dict]): ``variant``, ``mAP50-95``, ``mAP50``, ``s/epoch`` and ``save_dir`` per run.
     """
     args = {**DEFAULTS, **overrides}
+    args["project"] = str(Path(args["project"]).resolve())  # relative projects would go under Ultralytics' runs_dir
     demo_keys = ("teacher_model", "teacher_epochs", "n_train", "n_val", "teacher", "tsd")
     data = make_dataset(cache_dir() / "data", args["n_train"], args["n_val"], args["imgsz"], args["seed"])
     train_args = {k: v for k, v in args.items() if k not in demo_keys and not k.startswith("tsd_") and k != "model"}

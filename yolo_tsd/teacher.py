@@ -97,12 +97,22 @@ class Teacher:
                 "Pick a teacher and student with the same levels (e.g. both P3-P5)."
             )
 
-    @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> dict:
         """Run on a preprocessed batch; returns the head's training-format outputs (no decoding, no NMS)."""
-        self.model.eval()
-        self.head.training = True  # only the head's own flag: raw outputs, while BatchNorm stays in eval mode
-        try:
-            return self.model(images)
-        finally:
-            self.head.training = False
+        return raw_outputs(self.model, images)
+
+
+@torch.no_grad()
+def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> dict:
+    """Run an eval-mode detection model and return its head's raw training-format outputs, without gradient.
+
+    Only the head's own ``training`` flag is flipped: it then skips decoding and NMS, while every BatchNorm stays in
+    eval mode (running statistics, untouched).
+    """
+    model.eval()
+    head = model.model[-1]
+    head.training = True
+    try:
+        return model(images)
+    finally:
+        head.training = False

@@ -25,6 +25,7 @@ from .config import PREFIX, TSDConfig
 from .criterion import TSDLoss
 from .losses import FeatureAdapters
 from .teacher import Teacher, head_channels
+from .visualize import plot_losses, render_batch
 
 ADAPTERS_FILE = "tsd_adapters.pt"  # beside last.pt: the adapters' weights, for resume; never inside the student
 
@@ -50,6 +51,38 @@ def update_schedule(trainer: TSDTrainer) -> None:
     trainer.criterion.scale = trainer.schedule_scale(trainer.epoch)
 
 
+def plot_significance(trainer: TSDTrainer) -> None:
+    """``on_fit_epoch_end``: significance pictures of a few fixed validation images, ``tsd_epoch{N}_{i}.png``.
+
+    Drawn at the first, middle and last epoch when Ultralytics' ``plots=True``, from the EMA student it validates.
+    """
+    last = trainer.epochs - 1
+    if not trainer.args.plots or RANK not in {-1, 0} or trainer.epoch not in {0, last // 2, last}:
+        return
+    if trainer.plot_batch is None:
+        batch = next(iter(trainer.test_loader))
+        keep = batch["batch_idx"] < PLOT_IMAGES
+        trainer.plot_batch = {
+            "img": batch["img"][:PLOT_IMAGES].to(trainer.device).float() / 255,
+            **{k: batch[k][keep].to(trainer.device) for k in ("batch_idx", "cls", "bboxes")},
+        }
+    title = f"epoch {trainer.epoch + 1}/{trainer.epochs}: where the distillation focuses"
+    render_batch(
+        trainer.ema.ema,
+        trainer.teacher,
+        trainer.plot_batch,
+        trainer.tsd,
+        trainer.save_dir / f"tsd_epoch{trainer.epoch + 1}",
+        title,
+    )
+
+
+def plot_loss_curves(trainer: TSDTrainer) -> None:
+    """``on_train_end``: ``tsd_losses.png``, every detection and distillation loss term over the epochs."""
+    if trainer.args.plots and RANK in {-1, 0} and trainer.csv.is_file():
+        plot_losses(trainer.csv, trainer.save_dir / "tsd_losses.png")
+
+
 def broadcast_parameters(module: torch.nn.Module) -> None:
     """Give every DDP rank rank 0's values (each rank is seeded differently), as DDP does for the modules it wraps."""
     for p in module.parameters():
@@ -62,6 +95,14 @@ def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
         if p.grad is not None:
             torch.distributed.all_reduce(p.grad)
             p.grad /= world_size
+
+
+CALLBACKS = (
+    ("on_train_epoch_start", update_schedule),
+    ("on_fit_epoch_end", plot_significance),
+    ("on_train_end", plot_loss_curves),
+)
+PLOT_IMAGES = 2  # validation images drawn by plot_significance
 
 
 class TSDTrainer(DetectionTrainer):
@@ -127,8 +168,10 @@ class TSDTrainer(DetectionTrainer):
         if RANK in {-1, 0}:
             YAML.save(self.save_dir / "args.yaml", vars(self.args))
         self.adapters: FeatureAdapters | None = None
-        if update_schedule not in self.callbacks["on_train_epoch_start"]:  # a DDP relaunch brings it along
-            self.add_callback("on_train_epoch_start", update_schedule)
+        for event, callback in CALLBACKS:  # plain functions, registered once: a DDP relaunch brings them along
+            if callback not in self.callbacks[event]:
+                self.add_callback(event, callback)
+        self.plot_batch: dict | None = None  # fixed validation images for the significance pictures
 
     @staticmethod
     def saved_run_args(resume: str | bool) -> dict:
