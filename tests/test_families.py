@@ -38,3 +38,31 @@ def test_pair_distils_learns_and_saves_a_plain_student(teacher_cfg, student_cfg)
     saved = pickle.loads(pickle.dumps(student))  # what a checkpoint stores
     assert saved.criterion is None
     assert set(saved.state_dict()) == set(build_model(student_cfg).state_dict())
+
+
+def test_yolo26_student_trains_with_a_dfl_teacher_and_saves_plain(data_yaml, tmp_path):
+    from helpers import save_checkpoint
+
+    from yolo_tsd import TSDTrainer
+
+    teacher = save_checkpoint(build_model("yolo11s.yaml", seed=1), tmp_path / "yolo11s.pt")
+    trainer = TSDTrainer(
+        overrides=dict(
+            model="yolo26n.yaml",
+            data=str(data_yaml),
+            epochs=2,
+            imgsz=64,
+            batch=8,
+            device="cpu",
+            workers=0,
+            project=str(tmp_path),
+            plots=False,
+            teacher=str(teacher),
+        )
+    )
+    trainer.train()
+    assert "l1_loss" in trainer.loss_names and set(LOSS_NAMES) <= set(trainer.loss_names)
+    assert all(float(trainer.tloss[k]) > 0 for k in LOSS_NAMES)
+    ckpt = torch.load(trainer.wdir / "best.pt", weights_only=False)
+    assert set(ckpt["model"].state_dict()) == set(build_model("yolo26n.yaml").state_dict())
+    assert getattr(ckpt["model"], "criterion", None) is None
