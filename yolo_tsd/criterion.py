@@ -7,6 +7,8 @@ significance-weighted feature, class-logit and box-distribution terms as named l
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -64,6 +66,7 @@ class TSDLoss:
         self.reg_max = (student.model[-1].reg_max, teacher.head.reg_max)
         self.scale = 1.0
         self.last: dict[str, torch.Tensor] = {}
+        self.timings: dict[str, float] | None = None  # set to {} to accumulate seconds per part (benchmark)
 
     def __deepcopy__(self, memo: dict) -> None:
         """Copies of the student (EMA, checkpoints) never carry the teacher: they get no criterion, build their own."""
@@ -92,7 +95,8 @@ class TSDLoss:
             zeros = torch.zeros(len(LOSS_NAMES), device=loss.device)
             return torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))}
 
-        t_preds = self.teacher(batch["img"])
+        with self.timed("teacher"):
+            t_preds = self.teacher(batch["img"])
         if "one2many" in preds:  # end-to-end head: Ultralytics' E2ELoss weighting of the two branches
             branches = [("one2many", self.det.one2many, self.det.o2m), ("one2one", self.det.one2one, self.det.o2o)]
         else:
@@ -103,12 +107,26 @@ class TSDLoss:
             t = t_preds.get(name, t_preds.get("one2many")) if "one2many" in t_preds else t_preds
             assigned, loss, items = crit.get_assigned_targets_and_loss(s, batch)
             det_loss = det_loss + loss * (bs * gain)
-            adapted = self.adapters(s["feats"]) if i == 0 and self.cfg.lambda_feat > 0 else None  # ambient autocast
-            with torch.autocast(batch["img"].device.type, enabled=False):  # significance and terms in fp32
-                feat, cls, box = self.branch_terms(crit, s, t, assigned, batch, adapted)
+            with self.timed("terms"):
+                adapted = self.adapters(s["feats"]) if i == 0 and self.cfg.lambda_feat > 0 else None  # ambient AMP
+                with torch.autocast(batch["img"].device.type, enabled=False):  # significance and terms in fp32
+                    feat, cls, box = self.branch_terms(crit, s, t, assigned, batch, adapted)
             terms = terms + torch.stack([feat, cls * gain, box * gain])  # features are shared: feat counted once
         terms = terms * self.scale
         return torch.cat([det_loss, terms * bs]), {**items, **dict(zip(LOSS_NAMES, terms.detach()))}
+
+    @contextmanager
+    def timed(self, part: str):
+        """Add the wall time of the block to ``timings[part]`` when profiling (CUDA synchronised), else do nothing."""
+        if self.timings is None:
+            yield
+            return
+        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+        sync()
+        t0 = time.perf_counter()
+        yield
+        sync()
+        self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - t0
 
     def branch_terms(
         self, crit: Any, s: dict, t: dict, assigned: tuple, batch: dict, adapted: list[torch.Tensor] | None

@@ -1,0 +1,75 @@
+"""The benchmark runner at toy scale: every output, the comparisons, and resuming instead of starting over."""
+
+import csv
+import json
+import subprocess
+import sys
+
+from yolo_tsd.bench import VARIANTS, main, summarise
+
+
+def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, capsys):
+    args = [
+        f"data={data_yaml}",
+        f"teacher={teacher_pt}",
+        "epochs=2",
+        "imgsz=64",
+        "batch=8",
+        "seeds=0",
+        "variants=plain,builtin,tsd",
+        f"project={tmp_path}",
+    ]
+    main(args)
+    runs = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
+    assert runs == ["builtin-s0.json", "plain-s0.json", "tsd-s0.json"]
+    result = json.loads((tmp_path / "runs" / "tsd-s0.json").read_text())
+    assert result["step_s"] > 0 and result["teacher_s"] > 0 and result["terms_s"] > 0 and result["peak_mb"] > 100
+    assert json.loads((tmp_path / "runs" / "plain-s0.json").read_text())["teacher_s"] == 0
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| tsd | 1 |" in summary and "| builtin | 1 |" in summary and "× built-in" in summary
+    rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
+    assert {r["variant"] for r in rows} == {"plain", "builtin", "tsd"}
+    assert float(next(r for r in rows if r["variant"] == "plain")["time_x_plain"]) == 1.0
+    assert (tmp_path / "summary.png").stat().st_size > 5000
+    (tmp_path / "runs" / "plain-s0.json").unlink()  # as if interrupted before plain finished
+    capsys.readouterr()
+    main(args)
+    out = capsys.readouterr().out
+    assert "tsd-s0.json done, skipping" in out and "builtin-s0.json done, skipping" in out
+    assert "plain-s0.json done" not in out and (tmp_path / "runs" / "plain-s0.json").is_file()
+
+
+def test_paired_differences_and_ratios():
+    results = [
+        {
+            "variant": v,
+            "seed": s,
+            "mAP50-95": m,
+            "mAP50": m,
+            "step_s": t,
+            "peak_mb": 1.0,
+            "teacher_s": 0.0,
+            "terms_s": 0.1 * t,
+        }
+        for v, s, m, t in [
+            ("plain", 0, 0.20, 1.0),
+            ("plain", 1, 0.30, 1.0),
+            ("builtin", 0, 0.21, 2.0),
+            ("builtin", 1, 0.31, 2.0),
+            ("tsd", 0, 0.25, 2.2),
+            ("tsd", 1, 0.33, 2.2),
+        ]
+    ]
+    _, rows = summarise(results, ["plain", "builtin", "tsd"])
+    tsd = next(r for r in rows if r["variant"] == "tsd")
+    assert abs(tsd["d_plain"] - 0.04) < 1e-9 and abs(tsd["d_plain_std"] - 0.0141421356) < 1e-6
+    assert abs(tsd["d_builtin"] - 0.03) < 1e-9
+    assert abs(tsd["time_x_builtin"] - 1.1) < 1e-9 and abs(tsd["time_x_plain"] - 2.2) < 1e-9
+    assert abs(tsd["terms_share"] - 0.1) < 1e-9
+
+
+def test_help_and_every_ablation_is_a_variant():
+    out = subprocess.run([sys.executable, "-m", "yolo_tsd.bench", "help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "seeds=" in out.stdout
+    for name in ("plain", "builtin", "tsd", "cls_only", "reg_only", "no_weak", "binary", "feat_only", "logits_only"):
+        assert name in VARIANTS and name in out.stdout
