@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ultralytics.cfg import check_dict_alignment
+from ultralytics.cfg import cfg2dict, check_dict_alignment
 from ultralytics.models import yolo
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK, YAML, colorstr
@@ -60,7 +60,8 @@ def plot_significance(trainer: TSDTrainer) -> None:
     if not trainer.args.plots or RANK not in {-1, 0} or trainer.epoch not in {0, last // 2, last}:
         return
     if trainer.plot_batch is None:
-        batch = next(iter(trainer.test_loader))
+        dataset = trainer.test_loader.dataset  # read directly: the validator's loader iterator stays untouched
+        batch = dataset.collate_fn([dataset[i] for i in range(min(PLOT_IMAGES, len(dataset)))])
         keep = batch["batch_idx"] < PLOT_IMAGES
         trainer.plot_batch = {
             "img": batch["img"][:PLOT_IMAGES].to(trainer.device).float() / 255,
@@ -155,7 +156,7 @@ class TSDTrainer(DetectionTrainer):
             raise ValueError("teacher= is required: pass teacher=path/to/teacher.pt (an Ultralytics detection .pt)")
         model = str(check_model_file_from_stem(overrides.get("model") or "yolov8n.yaml"))
         if not overrides.get("resume"):
-            check_dict_alignment(DEFAULT_CFG_DICT, overrides)  # Ultralytics' own check, before the teacher loads
+            check_dict_alignment(cfg2dict(cfg), overrides)  # Ultralytics' own check, before the teacher loads
             if model.endswith(".pt"):
                 resolve_weights(model, "model")  # fail fast instead of Ultralytics' download attempts
             check_data(overrides.get("data") or "")
