@@ -26,6 +26,7 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     assert result["step_s"] > 0 and result["teacher_s"] > 0 and result["terms_s"] > 0 and result["peak_mb"] > 100
     assert json.loads((tmp_path / "runs" / "plain-s0.json").read_text())["teacher_s"] == 0
     summary = (tmp_path / "summary.md").read_text()
+    assert "settings: {'tsd_lambda_cls': 0.5}" in summary  # applied to this method's variants only
     assert "| tsd | 1 |" in summary and "| builtin | 1 |" in summary and "× built-in" in summary
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert {r["variant"] for r in rows} == {"plain", "builtin", "tsd"}

@@ -24,6 +24,7 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [key=value ...]
   seeds=0,1,2              seeds; every variant runs with each
   variants=a,b,...         subset of: {variants}
   project=runs/tsd_bench   output folder (re-run the same command to resume an interrupted benchmark)
+  tsd=PATH tsd_<key>=V     this method's settings for all its variants (an ablation's own setting wins)
 """
 
 # tsd_* settings per variant; None = not our trainer. Single-task ablations keep the thresholds' meaning by setting the
@@ -54,8 +55,14 @@ DEFAULTS = {
 BENCH_KEYS = ("seeds", "variants", "project", "teacher", "data", "teacher_model", "teacher_epochs", "n_train", "n_val")
 
 
-def train_one(variant: str, seed: int, train: dict[str, Any], teacher: str, out: Path) -> dict[str, Any]:
-    """Train one variant with one seed in this process and return its measurements."""
+def train_one(
+    variant: str, seed: int, train: dict[str, Any], teacher: str, out: Path, tsd: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train one variant with one seed in this process and return its measurements.
+
+    ``tsd`` holds ``tsd_*`` settings given to the benchmark: they apply to every variant of this method (the
+    variant's own ablation settings win) and never to plain or built-in.
+    """
     import resource
 
     import torch
@@ -77,7 +84,7 @@ def train_one(variant: str, seed: int, train: dict[str, Any], teacher: str, out:
             overrides={**overrides, **({"distill_model": teacher} if variant == "builtin" else {})}
         )
     else:
-        trainer = TSDTrainer(overrides={**overrides, "teacher": teacher, **VARIANTS[variant]})
+        trainer = TSDTrainer(overrides={**overrides, "teacher": teacher, **(tsd or {}), **VARIANTS[variant]})
     steps: list[float] = []
     parts: dict[str, list[float]] = {"teacher": [], "terms": []}
     clock = {}
@@ -192,7 +199,8 @@ def run(**overrides: Any) -> str:
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     out = Path(args["project"]).resolve()
-    train = {k: v for k, v in args.items() if k not in BENCH_KEYS}
+    tsd = {k: v for k, v in args.items() if k.startswith("tsd")}  # this method's settings, for its variants only
+    train = {k: v for k, v in args.items() if k not in BENCH_KEYS and k not in tsd}
     if not args.get("data"):
         from .data import make_dataset
 
@@ -215,7 +223,7 @@ def run(**overrides: Any) -> str:
             if done.is_file():
                 print(f"bench: {done.name} done, skipping")
                 continue
-            job = {"variant": v, "seed": seed, "train": train, "teacher": args["teacher"], "out": str(out)}
+            job = {"variant": v, "seed": seed, "train": train, "teacher": args["teacher"], "out": str(out), "tsd": tsd}
             subprocess.run(
                 [sys.executable, "-m", "yolo_tsd.bench", "_one", json.dumps(job)], check=True, env=os.environ
             )
@@ -224,7 +232,7 @@ def run(**overrides: Any) -> str:
     table, rows = summarise(results, variants)
     header = (
         f"Benchmark: {train['model']} on {train['data']}, teacher {args['teacher']}, epochs={train['epochs']}, "
-        f"imgsz={train['imgsz']}, seeds={seeds}, device={train['device']}\n\n"
+        f"imgsz={train['imgsz']}, seeds={seeds}, device={train['device']}, settings: {tsd or 'defaults'}\n\n"
     )
     (out / "summary.md").write_text(header + table)
     keys = list(rows[0]) if rows else []
@@ -241,7 +249,7 @@ def main(argv: list[str]) -> None:
     """CLI entry: ``help``, the hidden per-run ``_one`` worker, or key=value benchmark arguments."""
     if argv[:1] == ["_one"]:
         job = json.loads(argv[1])
-        result = train_one(job["variant"], job["seed"], job["train"], job["teacher"], Path(job["out"]))
+        result = train_one(job["variant"], job["seed"], job["train"], job["teacher"], Path(job["out"]), job.get("tsd"))
         done = Path(job["out"]) / "runs" / f"{job['variant']}-s{job['seed']}.json"
         done.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
         done.with_suffix(".tmp").rename(done)  # atomic: a half-written result never counts as done

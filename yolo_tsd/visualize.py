@@ -237,7 +237,7 @@ def explain(
     args = getattr(student, "args", None) or {}
     args = args if isinstance(args, dict) else vars(args)
     student.args = IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, **args})
-    src = Path(source)
+    src = Path(source).expanduser()
     files = (
         sorted(p for p in src.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
         if src.is_dir()
