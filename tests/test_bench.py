@@ -18,6 +18,7 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
         "seeds=0",
         "variants=plain,builtin,tsd",
         f"project={tmp_path}",
+        "tsd_lambda_cls=0.5",  # this method's setting: must reach its variants only (plain/built-in would refuse it)
     ]
     main(args)
     runs = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
