@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import build_model, save_checkpoint
+from helpers import build_model, save_checkpoint, tiny_run
 
 from yolo_tsd import TSDTrainer
 from yolo_tsd.data import make_dataset
@@ -27,21 +27,7 @@ def teacher_pt(tmp_path_factory) -> Path:
 def run(data_yaml, teacher_pt, tmp_path_factory):
     """A finished 2-epoch distillation run on the generated data (plots on, close_mosaic in epoch 2)."""
     project = tmp_path_factory.mktemp("runs")
-    overrides = dict(
-        model="yolov8n.yaml",
-        data=str(data_yaml),
-        epochs=2,
-        imgsz=64,
-        batch=8,
-        device="cpu",
-        workers=0,
-        project=str(project),
-        name="tsd",
-        plots=True,
-        teacher=str(teacher_pt),
-        tsd_lambda_feat=0.5,
-        close_mosaic=1,
-    )
+    overrides = tiny_run(data_yaml, teacher_pt, project, name="tsd", plots=True, tsd_lambda_feat=0.5, close_mosaic=1)
     trainer = TSDTrainer(overrides=overrides)
     trainer.train()
     return trainer

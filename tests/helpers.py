@@ -42,3 +42,9 @@ def make_batch(bs: int = 2, imgsz: int = 64, seed: int = 0, boxes_per_image: int
         "cls": torch.randint(0, NC, (n, 1), generator=g).float(),
         "bboxes": torch.cat([xy, wh], 1),
     }
+
+
+def tiny_run(data, teacher, project, **extra) -> dict:
+    """Overrides for a short distillation run on the generated data (CPU, 64 px, no plots unless asked)."""
+    base = dict(model="yolov8n.yaml", data=str(data), epochs=2, imgsz=64, batch=8, device="cpu", workers=0)
+    return {**base, "project": str(project), "plots": False, "teacher": str(teacher), **extra}

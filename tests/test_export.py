@@ -5,6 +5,7 @@ import importlib.util
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run
 from ultralytics import YOLO
 
 from yolo_tsd import TSDTrainer
@@ -58,20 +59,7 @@ def test_export_of_a_last_pt_saved_mid_run(data_yaml, teacher_pt, tmp_path, imag
     def stop(trainer):
         raise Stop
 
-    trainer = TSDTrainer(
-        overrides=dict(
-            model="yolov8n.yaml",
-            data=str(data_yaml),
-            epochs=3,
-            imgsz=64,
-            batch=8,
-            device="cpu",
-            workers=0,
-            project=str(tmp_path),
-            plots=False,
-            teacher=str(teacher_pt),
-        )
-    )
+    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher_pt, tmp_path, epochs=3))
     trainer.add_callback("on_fit_epoch_end", stop)
     with pytest.raises(Stop):
         trainer.train()

@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 import torch
-from helpers import build_model, make_batch
+from helpers import build_model, make_batch, tiny_run
 
 from yolo_tsd.config import TSDConfig
 from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
@@ -46,20 +46,7 @@ def test_yolo26_student_trains_with_a_dfl_teacher_and_saves_plain(data_yaml, tmp
     from yolo_tsd import TSDTrainer
 
     teacher = save_checkpoint(build_model("yolo11s.yaml", seed=1), tmp_path / "yolo11s.pt")
-    trainer = TSDTrainer(
-        overrides=dict(
-            model="yolo26n.yaml",
-            data=str(data_yaml),
-            epochs=2,
-            imgsz=64,
-            batch=8,
-            device="cpu",
-            workers=0,
-            project=str(tmp_path),
-            plots=False,
-            teacher=str(teacher),
-        )
-    )
+    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher, tmp_path, model="yolo26n.yaml"))
     trainer.train()
     assert "l1_loss" in trainer.loss_names and set(LOSS_NAMES) <= set(trainer.loss_names)
     assert all(float(trainer.tloss[k]) > 0 for k in LOSS_NAMES)

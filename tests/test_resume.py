@@ -4,6 +4,7 @@ import csv
 
 import pytest
 import torch
+from helpers import tiny_run
 
 from yolo_tsd import TSDTrainer
 from yolo_tsd.trainer import ADAPTERS_FILE
@@ -20,21 +21,7 @@ def stop_after_first_epoch(trainer):
 
 @pytest.mark.parametrize("form", ["path", "ultralytics"])
 def test_resume_restores_teacher_settings_adapters_and_finishes(form, data_yaml, teacher_pt, tmp_path):
-    overrides = dict(
-        model="yolov8n.yaml",
-        data=str(data_yaml),
-        epochs=3,
-        imgsz=64,
-        batch=8,
-        device="cpu",
-        workers=0,
-        project=str(tmp_path),
-        name="run",
-        plots=False,
-        teacher=str(teacher_pt),
-        tsd_lambda_cls=0.7,
-        tsd_split="binary",
-    )
+    overrides = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=3, name="run", tsd_lambda_cls=0.7, tsd_split="binary")
     first = TSDTrainer(overrides=overrides)
     first.add_callback("on_fit_epoch_end", stop_after_first_epoch)
     with pytest.raises(Interrupt):

@@ -5,6 +5,7 @@ import shutil
 
 import pytest
 import yaml
+from helpers import tiny_run
 
 from yolo_tsd import TSDTrainer
 
@@ -38,20 +39,7 @@ OPTIONS = {
 @pytest.mark.parametrize("option", list(OPTIONS))
 def test_option_trains_with_finite_distillation_terms(option, data_with_backgrounds, teacher_pt, tmp_path):
     trainer = TSDTrainer(
-        overrides=dict(
-            model="yolov8n.yaml",
-            data=str(data_with_backgrounds),
-            epochs=2,
-            imgsz=64,
-            batch=8,
-            device="cpu",
-            workers=0,
-            project=str(tmp_path),
-            name=option,
-            plots=False,
-            teacher=str(teacher_pt),
-            **OPTIONS[option],
-        )
+        overrides=tiny_run(data_with_backgrounds, teacher_pt, tmp_path, name=option, **OPTIONS[option])
     )
     trainer.train()
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
@@ -69,20 +57,8 @@ def test_option_trains_with_finite_distillation_terms(option, data_with_backgrou
 
 def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_path):
     trainer = TSDTrainer(
-        overrides=dict(
-            model="yolov8n.yaml",
-            data=str(data_yaml),
-            epochs=3,
-            imgsz=64,
-            batch=8,
-            device="cpu",
-            workers=0,
-            project=str(tmp_path),
-            plots=False,
-            teacher=str(teacher_pt),
-            close_mosaic=1,
-            tsd_close_mosaic_stop=True,
-            tsd_warmup_epochs=1,
+        overrides=tiny_run(
+            data_yaml, teacher_pt, tmp_path, epochs=3, close_mosaic=1, tsd_close_mosaic_stop=True, tsd_warmup_epochs=1
         )
     )
     scales = []
