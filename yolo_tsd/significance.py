@@ -158,6 +158,19 @@ def importance(
     return sr * sc
 
 
+def key_weak_areas(imp_t: torch.Tensor, imp_s: torch.Tensor, cfg: TSDConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Key area ``I_T >= key_thresh``, weak area ``I_T - I_S >= weak_thresh`` (``|.|`` for abs, empty for off).
+
+    Returns:
+        (tuple): Two (B, A) bool masks, key and weak.
+    """
+    key = imp_t >= cfg.key_thresh
+    if cfg.weak_mode == "off":
+        return key, torch.zeros_like(key)
+    diff = imp_t - imp_s
+    return key, (diff.abs() if cfg.weak_mode == "abs" else diff) >= cfg.weak_thresh
+
+
 def regions(imp_t: torch.Tensor, imp_s: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
     """Split anchors into high / medium / low regions from the key area K and the weak area W.
 
@@ -167,12 +180,7 @@ def regions(imp_t: torch.Tensor, imp_s: torch.Tensor, cfg: TSDConfig) -> torch.T
     Returns:
         (torch.Tensor): (B, A) region ids (``HIGH``, ``MID``, ``LOW``).
     """
-    key = imp_t >= cfg.key_thresh
-    diff = imp_t - imp_s
-    if cfg.weak_mode == "off":
-        weak = torch.zeros_like(key)
-    else:
-        weak = (diff.abs() if cfg.weak_mode == "abs" else diff) >= cfg.weak_thresh
+    key, weak = key_weak_areas(imp_t, imp_s, cfg)
     region = torch.full(key.shape, LOW, dtype=torch.long, device=key.device)
     if cfg.split == "binary":
         region[key | weak] = HIGH

@@ -13,10 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from ultralytics.utils.ops import xywh2xyxy
 
 from .config import TSDConfig
 from .criterion import TSDLoss
 from .losses import FeatureAdapters
+from .significance import key_weak_areas
 from .teacher import Teacher, head_channels, raw_outputs
 
 PANELS = ("teacher importance", "student importance", "key area", "weak area", "regions: high red, medium orange")
@@ -40,19 +42,8 @@ def significance_maps(student: torch.nn.Module, teacher: Teacher, batch: dict, c
     crit = TSDLoss(student, teacher, adapters, cfg)
     crit(preds, batch)
     last = crit.last
-    diff = last["imp_t"] - last["imp_s"]
-    weak = (
-        torch.zeros_like(diff, dtype=torch.bool)
-        if cfg.weak_mode == "off"
-        else ((diff.abs() if cfg.weak_mode == "abs" else diff) >= cfg.weak_thresh)
-    )
-    flat = {
-        "imp_t": last["imp_t"],
-        "imp_s": last["imp_s"],
-        "key": last["imp_t"] >= cfg.key_thresh,
-        "weak": weak,
-        "region": last["region"],
-    }
+    key, weak = key_weak_areas(last["imp_t"], last["imp_s"], cfg)
+    flat = {"imp_t": last["imp_t"], "imp_s": last["imp_s"], "key": key, "weak": weak, "region": last["region"]}
     feats = preds["one2many"]["feats"] if "one2many" in preds else preds["feats"]
     sizes = [f.shape[2] * f.shape[3] for f in feats]
     return {
@@ -126,8 +117,7 @@ def render(image: np.ndarray, maps: dict, index: int, boxes: np.ndarray, path: s
 def batch_boxes(batch: dict, index: int) -> np.ndarray:
     """Pixel xyxy ground-truth boxes of image ``index`` of a batch."""
     h, w = batch["img"].shape[2:]
-    xywh = batch["bboxes"][batch["batch_idx"] == index].cpu().numpy() * np.array([w, h, w, h])
-    return np.concatenate([xywh[:, :2] - xywh[:, 2:] / 2, xywh[:, :2] + xywh[:, 2:] / 2], 1) if len(xywh) else xywh
+    return xywh2xyxy(batch["bboxes"][batch["batch_idx"] == index].cpu().numpy() * np.array([w, h, w, h]))
 
 
 def render_batch(student, teacher: Teacher, batch: dict, cfg: TSDConfig, prefix: str | Path, title: str) -> list[Path]:
