@@ -5,7 +5,10 @@ import json
 import subprocess
 import sys
 
-from yolo_tsd.bench import VARIANTS, main, summarise
+import pytest
+
+from yolo_tsd.bench import VARIANTS, as_list, main, summarise
+from yolo_tsd.cli import parse
 
 
 def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, capsys):
@@ -26,6 +29,7 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     result = json.loads((tmp_path / "runs" / "tsd-s0.json").read_text())
     assert result["step_s"] > 0 and result["teacher_s"] > 0 and result["terms_s"] > 0 and result["peak_mb"] > 100
     assert json.loads((tmp_path / "runs" / "plain-s0.json").read_text())["teacher_s"] == 0
+    assert json.loads((tmp_path / "runs" / "builtin-s0.json").read_text())["teacher_s"] > 0  # timed by hooks
     summary = (tmp_path / "summary.md").read_text()
     assert "settings: {'tsd_lambda_cls': 0.5}" in summary  # applied to this method's variants only
     assert "| tsd | 1 |" in summary and "| builtin | 1 |" in summary and "× built-in" in summary
@@ -39,6 +43,15 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     out = capsys.readouterr().out
     assert "tsd-s0.json done, skipping" in out and "builtin-s0.json done, skipping" in out
     assert "plain-s0.json done" not in out and (tmp_path / "runs" / "plain-s0.json").is_file()
+    with pytest.raises(ValueError, match="new project="):  # other settings never mix into finished results
+        main([a for a in args if not a.startswith("tsd_")] + ["tsd_lambda_cls=2.0"])
+
+
+def test_command_line_lists():
+    """``seeds=0,1,2`` reaches the runner as a tuple (Ultralytics' value parsing), ``seeds=0`` as an int."""
+    _, overrides = parse(["seeds=0,1,2", "variants=plain,tsd", "project=x"])
+    assert as_list(overrides["seeds"]) == ["0", "1", "2"] and as_list(overrides["variants"]) == ["plain", "tsd"]
+    assert as_list(parse(["seeds=0"])[1]["seeds"]) == ["0"]
 
 
 def test_paired_differences_and_ratios():
@@ -50,7 +63,7 @@ def test_paired_differences_and_ratios():
             "mAP50": m,
             "step_s": t,
             "peak_mb": 1.0,
-            "teacher_s": 0.0,
+            "teacher_s": 0.5 * t if v != "plain" else 0.0,
             "terms_s": 0.1 * t,
         }
         for v, s, m, t in [
@@ -67,7 +80,7 @@ def test_paired_differences_and_ratios():
     assert abs(tsd["d_plain"] - 0.04) < 1e-9 and abs(tsd["d_plain_std"] - 0.0141421356) < 1e-6
     assert abs(tsd["d_builtin"] - 0.03) < 1e-9
     assert abs(tsd["time_x_builtin"] - 1.1) < 1e-9 and abs(tsd["time_x_plain"] - 2.2) < 1e-9
-    assert abs(tsd["terms_share"] - 0.1) < 1e-9
+    assert abs(tsd["terms_share"] - 0.1) < 1e-9 and abs(tsd["teacher_share"] - 0.5) < 1e-9
 
 
 def test_help_and_every_ablation_is_a_variant():

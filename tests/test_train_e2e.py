@@ -7,6 +7,7 @@ import sys
 import torch
 from helpers import build_model
 
+from yolo_tsd.teacher import Teacher
 from yolo_tsd.trainer import ADAPTERS_FILE
 
 
@@ -47,9 +48,9 @@ def test_checkpoints_hold_the_student_only(run):
 
 
 def test_teacher_stayed_frozen(run, teacher_pt):
-    original = torch.load(teacher_pt, weights_only=False)["ema"].float().state_dict()
+    original = Teacher.load(teacher_pt).model.state_dict()  # loaded and BatchNorm-folded the same way, untrained
     live = run.teacher.model.state_dict()
-    assert all(torch.equal(live[k].cpu(), v) for k, v in original.items())
+    assert live.keys() == original.keys() and all(torch.equal(live[k].cpu(), v) for k, v in original.items())
     assert not run.teacher.model.training and not any(p.requires_grad for p in run.teacher.model.parameters())
     assert not any(
         p is q for g in run.optimizer.param_groups for p in g["params"] for q in run.teacher.model.parameters()

@@ -52,6 +52,7 @@ DEFAULTS = {
     "variants": ",".join(VARIANTS),
     "project": "runs/tsd_bench",
 }
+JOB_KEYS = ("train", "teacher", "tsd")  # what makes two runs of a (variant, seed) comparable
 BENCH_KEYS = ("seeds", "variants", "project", "teacher", "data", "teacher_model", "teacher_epochs", "n_train", "n_val")
 
 
@@ -67,6 +68,7 @@ def train_one(
 
     import torch
     from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils.torch_utils import unwrap_model
 
     from .trainer import TSDTrainer
 
@@ -92,18 +94,28 @@ def train_one(
     def start(t):
         if getattr(t, "criterion", None) is not None and t.criterion.timings is None:
             t.criterion.timings = {}
-        clock["t0"] = time.perf_counter()
+        clock["t0"] = synced_clock(t.device)
 
     def end(t):
-        if t.device.type == "cuda":
-            torch.cuda.synchronize()
+        now = synced_clock(t.device)
         if t.epoch > 0:  # after warm-up: the first epoch pays for allocation, caching and lr warm-up
-            steps.append(time.perf_counter() - clock["t0"])
-            for k, v in (getattr(getattr(t, "criterion", None), "timings", None) or {}).items():
+            steps.append(now - clock["t0"])
+            for k, v in {**(getattr(getattr(t, "criterion", None), "timings", None) or {}), **extra}.items():
                 parts[k].append(v)
         if getattr(t, "criterion", None) is not None and t.criterion.timings is not None:
             t.criterion.timings = {}
 
+    def time_builtin_teacher(t):
+        """Ultralytics' built-in distillation runs its teacher inside the student's forward: time it with hooks."""
+        teacher_model = getattr(unwrap_model(t.model), "teacher_model", None)
+        if teacher_model is None:
+            return
+        box = {}
+        teacher_model.register_forward_pre_hook(lambda *_: box.update(t0=synced_clock(t.device)))
+        teacher_model.register_forward_hook(lambda *_: extra.update(teacher=synced_clock(t.device) - box["t0"]))
+
+    extra: dict[str, float] = {}
+    trainer.add_callback("on_pretrain_routine_end", time_builtin_teacher)
     trainer.add_callback("on_train_batch_start", start)
     trainer.add_callback("on_train_batch_end", end)
     trainer.train()
@@ -123,6 +135,15 @@ def train_one(
         "terms_s": statistics.median(parts["terms"]) if parts["terms"] else 0.0,
         "save_dir": str(trainer.save_dir),
     }
+
+
+def synced_clock(device: Any) -> float:
+    """``time.perf_counter()`` after the device's queued work is done."""
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 def summarise(results: list[dict[str, Any]], variants: list[str]) -> tuple[str, list[dict[str, Any]]]:
@@ -146,6 +167,7 @@ def summarise(results: list[dict[str, Any]], variants: list[str]) -> tuple[str, 
         for key in ("mAP50-95", "mAP50", "step_s", "peak_mb", "teacher_s", "terms_s"):
             row[key], row[key + "_std"] = ms([r[key] for r in rs])
         row["terms_share"] = ms([r["terms_s"] / r["step_s"] for r in rs])[0]
+        row["teacher_share"] = ms([r["teacher_s"] / r["step_s"] for r in rs])[0]
         for ref in ("plain", "builtin"):
             common = [s for s in by[v] if s in by.get(ref, {})]
             d = [by[v][s]["mAP50-95"] - by[ref][s]["mAP50-95"] for s in common]
@@ -154,13 +176,15 @@ def summarise(results: list[dict[str, Any]], variants: list[str]) -> tuple[str, 
         rows.append(row)
     head = (
         "| variant | seeds | mAP50-95 | mAP50 | Δ vs plain | Δ vs built-in | step s | × plain | × built-in "
-        "| own terms % step | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "| teacher % step | own terms % step | student fwd/bwd/opt % step | peak MB |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
     body = "".join(
         f"| {r['variant']} | {r['seeds']} | {r['mAP50-95']:.4f} ± {r['mAP50-95_std']:.4f} | "
         f"{r['mAP50']:.4f} ± {r['mAP50_std']:.4f} | {r['d_plain']:+.4f} ± {r['d_plain_std']:.4f} | "
         f"{r['d_builtin']:+.4f} ± {r['d_builtin_std']:.4f} | {r['step_s']:.3f} | {r['time_x_plain']:.2f} | "
-        f"{r['time_x_builtin']:.2f} | {100 * r['terms_share']:.1f} | {r['peak_mb']:.0f} |\n"
+        f"{r['time_x_builtin']:.2f} | {100 * r['teacher_share']:.1f} | {100 * r['terms_share']:.1f} | "
+        f"{100 * (1 - r['teacher_share'] - r['terms_share']):.1f} | {r['peak_mb']:.0f} |\n"
         for r in rows
     )
     return head + body, rows
@@ -187,43 +211,54 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def check_same_job(done: Path, job: dict[str, Any]) -> None:
+    """Refuse to mix results: a finished run counts only if it was measured with the same data, teacher and settings."""
+    saved = json.loads(done.read_text()).get("job")
+    now = json.loads(json.dumps({k: job[k] for k in JOB_KEYS}))  # the same JSON round trip as the saved copy
+    if saved != now:
+        diff = {k: (saved.get(k) if saved else None, now[k]) for k in JOB_KEYS if not saved or saved.get(k) != now[k]}
+        raise ValueError(
+            f"{done} was measured with other arguments ({diff}, saved vs now). Re-running the same command resumes a "
+            "benchmark; for new arguments pass a new project= (or delete that folder)."
+        )
+
+
+def as_list(value: Any) -> list[str]:
+    """A list of strings from ``0,1,2`` (a tuple after Ultralytics' value parsing), ``0`` (an int) or a string."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(v).strip() for v in items if str(v).strip()]
+
+
 def run(**overrides: Any) -> str:
     """Run (or continue) the benchmark and write ``summary.md``, ``summary.csv`` and ``summary.png``."""
-    from .demo import DEFAULTS as DEMO
-    from .demo import cache_dir, demo_teacher
+    from .demo import demo_inputs
 
     args = {**DEFAULTS, **overrides}
-    seeds = [int(s) for s in str(args["seeds"]).split(",")]
-    variants = [v for v in str(args["variants"]).split(",") if v]
+    seeds = [int(s) for s in as_list(args["seeds"])]
+    variants = as_list(args["variants"])
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
     out = Path(args["project"]).resolve()
     tsd = {k: v for k, v in args.items() if k.startswith("tsd")}  # this method's settings, for its variants only
     train = {k: v for k, v in args.items() if k not in BENCH_KEYS and k not in tsd}
-    if not args.get("data"):
-        from .data import make_dataset
-
-        n_train, n_val = args.get("n_train", DEMO["n_train"]), args.get("n_val", DEMO["n_val"])
-        args["data"] = str(make_dataset(cache_dir() / "data", n_train, n_val, args["imgsz"], DEMO["seed"]))
-    train["data"] = str(args["data"])
-    if not args.get("teacher"):
-        demo = {**DEMO, **{k: args[k] for k in ("teacher_model", "teacher_epochs") if k in args}}
-        common = {
-            **{k: v for k, v in train.items() if k != "model"},
-            "exist_ok": True,
-            "plots": False,
-            "project": str(out / "train"),
-        }
-        args["teacher"] = str(demo_teacher(demo, Path(train["data"]), common))
+    common = {**{k: v for k, v in train.items() if k != "model"}, "exist_ok": True, "plots": False}
+    data, teacher = demo_inputs(
+        {k: v for k, v in args.items() if k not in ("seeds", "variants", "project") and k not in tsd},
+        {**common, "project": str(out / "train")},
+    )
+    args["data"] = train["data"] = str(data)
+    args["teacher"] = str(teacher)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     for seed in seeds:  # seed-major: an interrupted benchmark has complete seeds first
         for v in variants:
             done = out / "runs" / f"{v}-s{seed}.json"
+            own = tsd if VARIANTS[v] is not None else {}  # plain and built-in never see this method's settings
+            job = {"variant": v, "seed": seed, "train": train, "teacher": args["teacher"], "out": str(out), "tsd": own}
             if done.is_file():
+                check_same_job(done, job)
                 print(f"bench: {done.name} done, skipping")
                 continue
-            job = {"variant": v, "seed": seed, "train": train, "teacher": args["teacher"], "out": str(out), "tsd": tsd}
             subprocess.run(
                 [sys.executable, "-m", "yolo_tsd.bench", "_one", json.dumps(job)], check=True, env=os.environ
             )
@@ -250,6 +285,7 @@ def main(argv: list[str]) -> None:
     if argv[:1] == ["_one"]:
         job = json.loads(argv[1])
         result = train_one(job["variant"], job["seed"], job["train"], job["teacher"], Path(job["out"]), job.get("tsd"))
+        result["job"] = {k: job[k] for k in JOB_KEYS}
         done = Path(job["out"]) / "runs" / f"{job['variant']}-s{job['seed']}.json"
         done.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
         done.with_suffix(".tmp").rename(done)  # atomic: a half-written result never counts as done

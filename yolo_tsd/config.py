@@ -73,6 +73,8 @@ class TSDConfig:
     # schedule
     warmup_epochs: float = _setting(0.0, "ramp the distillation weights linearly from 0 over this many epochs", lo=0)
     close_mosaic_stop: bool = _setting(False, "stop distilling in Ultralytics' final close_mosaic epochs")
+    # cost
+    teacher_half: bool = _setting(False, "CUDA only: teacher in float16 and channels-last (float32 on CPU)")
 
     def __post_init__(self) -> None:
         """Validate types, ranges and choices, naming the offending key."""

@@ -66,6 +66,20 @@ def demo_teacher(args: dict[str, Any], data: Path, common: dict[str, Any]) -> Pa
     return cached
 
 
+def demo_inputs(args: dict[str, Any], common: dict[str, Any]) -> tuple[Path, Path]:
+    """Return the dataset yaml and teacher of a demo or benchmark.
+
+    ``data=``/``teacher=`` when given, else the embedded data (generated into the cache) and the demo teacher (trained
+    once into the cache with the ``common`` training arguments).
+    """
+    args = {**DEFAULTS, **args}
+    data = args.get("data") or make_dataset(
+        cache_dir() / "data", args["n_train"], args["n_val"], args["imgsz"], args["seed"]
+    )
+    teacher = args.get("teacher") or demo_teacher(args, Path(data), {**common, "data": str(data)})
+    return Path(data), Path(teacher)
+
+
 def run_demo(**overrides: Any) -> list[dict[str, Any]]:
     """Run the demo and return one result row per variant (also printed as a table).
 
@@ -79,10 +93,10 @@ def run_demo(**overrides: Any) -> list[dict[str, Any]]:
     args = {**DEFAULTS, **overrides}
     args["project"] = str(Path(args["project"]).resolve())  # relative projects would go under Ultralytics' runs_dir
     demo_keys = ("teacher_model", "teacher_epochs", "n_train", "n_val", "teacher", "tsd")
-    data = make_dataset(cache_dir() / "data", args["n_train"], args["n_val"], args["imgsz"], args["seed"])
     train_args = {k: v for k, v in args.items() if k not in demo_keys and not k.startswith("tsd_") and k != "model"}
-    common = {"data": str(data), "device": "cpu", "exist_ok": True, "plots": False, "deterministic": True, **train_args}
-    teacher = args.get("teacher") or demo_teacher(args, data, common)
+    common = {"device": "cpu", "exist_ok": True, "plots": False, "deterministic": True, **train_args}
+    data, teacher = demo_inputs(args, common)
+    common["data"] = str(data)
 
     rows = []
     t0 = time.time()

@@ -201,7 +201,7 @@ class TSDTrainer(DetectionTrainer):
         ckpt = super().setup_model()
         with self.clean_up_on_error():
             self.teacher.check_student(self.model)
-        self.teacher.to(self.device)
+        self.teacher.to(self.device, half=self.tsd.teacher_half)
         self.adapters = FeatureAdapters(head_channels(self.model), head_channels(self.teacher.model)).to(self.device)
         return ckpt
 
