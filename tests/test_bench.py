@@ -88,3 +88,21 @@ def test_help_and_every_ablation_is_a_variant():
     assert out.returncode == 0 and "seeds=" in out.stdout
     for name in ("plain", "builtin", "tsd", "cls_only", "reg_only", "no_weak", "binary", "feat_only", "logits_only"):
         assert name in VARIANTS and name in out.stdout
+
+
+def test_training_defaults_follow_the_data(monkeypatch, tmp_path, data_yaml, teacher_pt):
+    """Embedded data: the demo's CPU-sized training; a user's data=: Ultralytics' defaults (imgsz 640, its device)."""
+    import yolo_tsd.bench as bench
+    import yolo_tsd.demo as demo
+
+    jobs = []
+    monkeypatch.setattr(demo, "demo_inputs", lambda args, common: (data_yaml, teacher_pt))
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: jobs.append(json.loads(cmd[-1])))
+    bench.run(seeds=0, variants="plain", project=str(tmp_path / "a"))
+    assert jobs[-1]["train"]["imgsz"] == 128 and jobs[-1]["train"]["nbs"] == 8 and jobs[-1]["train"]["device"] == "cpu"
+    bench.run(seeds=0, variants="plain", project=str(tmp_path / "b"), data=str(data_yaml), teacher=str(teacher_pt))
+    assert not {"imgsz", "nbs", "epochs", "device"} & set(jobs[-1]["train"])
+    with pytest.raises(ValueError, match="needs teacher="):
+        bench.run(data=str(data_yaml))
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        bench.run(data=str(data_yaml), teacher="yolov8x.pt")

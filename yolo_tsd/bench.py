@@ -18,9 +18,12 @@ from typing import Any
 
 USAGE = """Benchmark: python -m yolo_tsd.bench [key=value ...]
 
-  data=PATH teacher=PATH   dataset yaml and teacher .pt (default: the embedded demo data and demo teacher,
-                           trained once into the cache like `python train.py demo`)
-  model=yolov8n.yaml epochs=15 imgsz=128 batch=8 nbs=8 device=cpu  the student and its training (any yolo train key)
+  data=PATH teacher=PATH   dataset yaml and teacher .pt, given together (default: the embedded demo data and the
+                           demo teacher, trained once into the cache like `python train.py demo`)
+  model=yolov8n.yaml       the student; every other yolo train key (epochs, imgsz, batch, device, ...) applies to
+                           all variants. Defaults on the embedded data, the demo's:
+                             {embedded}
+                           with data=, Ultralytics' own (imgsz=640, batch=16, epochs=100, first GPU if any)
   seeds=0,1,2              seeds; every variant runs with each
   variants=a,b,...         subset of: {variants}
   project=runs/tsd_bench   output folder (re-run the same command to resume an interrupted benchmark)
@@ -42,17 +45,12 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 }
 DEFAULTS = {
     "model": "yolov8n.yaml",
-    "epochs": 15,
-    "imgsz": 128,
-    "batch": 8,
-    "nbs": 8,
-    "warmup_epochs": 1,
-    "device": "cpu",
     "seeds": "0,1,2",
     "variants": ",".join(VARIANTS),
     "project": "runs/tsd_bench",
 }
 JOB_KEYS = ("train", "teacher", "tsd")  # what makes two runs of a (variant, seed) comparable
+EMBEDDED_TRAIN = ("epochs", "imgsz", "batch", "nbs", "warmup_epochs")  # the demo's values, on the embedded data only
 BENCH_KEYS = ("seeds", "variants", "project", "teacher", "data", "teacher_model", "teacher_epochs", "n_train", "n_val")
 
 
@@ -231,9 +229,21 @@ def as_list(value: Any) -> list[str]:
 
 def run(**overrides: Any) -> str:
     """Run (or continue) the benchmark and write ``summary.md``, ``summary.csv`` and ``summary.png``."""
+    from .checks import check_data, resolve_weights
+    from .demo import DEFAULTS as DEMO
     from .demo import demo_inputs
 
-    args = {**DEFAULTS, **overrides}
+    if overrides.get("data"):  # a real dataset: Ultralytics' training defaults, and a teacher made for it
+        if not overrides.get("teacher"):
+            raise ValueError(
+                f"data={overrides['data']} needs teacher=path/to/teacher.pt (trained on the same classes); the demo "
+                "teacher is trained only for the embedded data."
+            )
+        check_data(overrides["data"])
+        resolve_weights(overrides["teacher"], "teacher")
+        args = {**DEFAULTS, **overrides}
+    else:
+        args = {**DEFAULTS, **{k: DEMO[k] for k in EMBEDDED_TRAIN}, "device": "cpu", **overrides}
     seeds = [int(s) for s in as_list(args["seeds"])]
     variants = as_list(args["variants"])
     unknown = [v for v in variants if v not in VARIANTS]
@@ -254,7 +264,8 @@ def run(**overrides: Any) -> str:
         for v in variants:
             done = out / "runs" / f"{v}-s{seed}.json"
             own = tsd if VARIANTS[v] is not None else {}  # plain and built-in never see this method's settings
-            job = {"variant": v, "seed": seed, "train": train, "teacher": args["teacher"], "out": str(out), "tsd": own}
+            teacher = args["teacher"] if v != "plain" else None
+            job = {"variant": v, "seed": seed, "train": train, "teacher": teacher, "out": str(out), "tsd": own}
             if done.is_file():
                 check_same_job(done, job)
                 print(f"bench: {done.name} done, skipping")
@@ -266,8 +277,9 @@ def run(**overrides: Any) -> str:
     results = [r for r in results if r["variant"] in variants and r["seed"] in seeds]
     table, rows = summarise(results, variants)
     header = (
-        f"Benchmark: {train['model']} on {train['data']}, teacher {args['teacher']}, epochs={train['epochs']}, "
-        f"imgsz={train['imgsz']}, seeds={seeds}, device={train['device']}, settings: {tsd or 'defaults'}\n\n"
+        f"Benchmark: {train['model']} on {train['data']}, teacher {args['teacher']}, seeds={seeds}, training: "
+        f"{' '.join(f'{k}={v}' for k, v in train.items() if k not in ('model', 'data')) or 'defaults'}, "
+        f"settings: {tsd or 'defaults'}\n\n"
     )
     (out / "summary.md").write_text(header + table)
     keys = list(rows[0]) if rows else []
@@ -291,10 +303,12 @@ def main(argv: list[str]) -> None:
         done.with_suffix(".tmp").rename(done)  # atomic: a half-written result never counts as done
         return
     from .cli import parse
+    from .demo import DEFAULTS as DEMO
 
     command, overrides = parse(argv)
     if command == "help":
-        print(USAGE.format(variants=", ".join(VARIANTS)))
+        embedded = " ".join(f"{k}={DEMO[k]}" for k in EMBEDDED_TRAIN) + " device=cpu"
+        print(USAGE.format(variants=", ".join(VARIANTS), embedded=embedded))
         return
     run(**overrides)
 
