@@ -32,9 +32,9 @@ class TSDConfig:
     """
 
     # loss weights
-    lambda_feat: float = _setting(1.0, "weight of the neck-feature term (0 disables it)", lo=0)
-    lambda_cls: float = _setting(1.0, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
-    lambda_box: float = _setting(1.0, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
+    lambda_feat: float = _setting(20.0, "weight of the neck-feature term (0 disables it)", lo=0)
+    lambda_cls: float = _setting(2.0, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
+    lambda_box: float = _setting(2.0, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
     temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
     box_r1: str = _setting(
         "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
