@@ -105,4 +105,6 @@ def test_training_defaults_follow_the_data(monkeypatch, tmp_path, data_yaml, tea
     with pytest.raises(ValueError, match="needs teacher="):
         bench.run(data=str(data_yaml))
     with pytest.raises(FileNotFoundError, match="never downloads"):
-        bench.run(data=str(data_yaml), teacher="yolov8x.pt")
+        bench.run(data=str(data_yaml), teacher=str(tmp_path / "missing_teacher.pt"))
+    with pytest.raises(ValueError, match="one device"):
+        bench.run(data=str(data_yaml), teacher=str(teacher_pt), device="0,1")

@@ -29,7 +29,7 @@ def with_trained_bn(model):
     return model.eval()
 
 
-@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"])
 def test_fused_teacher_gives_the_unfused_outputs_and_keeps_every_branch(cfg):
     model = with_trained_bn(build_model(cfg))
     x = torch.rand(2, 3, 64, 64)

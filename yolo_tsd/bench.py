@@ -18,8 +18,8 @@ from typing import Any
 
 USAGE = """Benchmark: python -m yolo_tsd.bench [key=value ...]
 
-  data=PATH teacher=PATH   dataset yaml and teacher .pt, given together (default: the embedded demo data and the
-                           demo teacher, trained once into the cache like `python train.py demo`)
+  data=PATH teacher=PATH   dataset yaml and teacher .pt; data= needs teacher= (default: the embedded demo data
+                           and the demo teacher, trained once into the cache like `python train.py demo`)
   model=yolov8n.yaml       the student; every other yolo train key (epochs, imgsz, batch, device, ...) applies to
                            all variants. Defaults on the embedded data, the demo's:
                              {embedded}
@@ -62,8 +62,6 @@ def train_one(
     ``tsd`` holds ``tsd_*`` settings given to the benchmark: they apply to every variant of this method (the
     variant's own ablation settings win) and never to plain or built-in.
     """
-    import resource
-
     import torch
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils.torch_utils import unwrap_model
@@ -119,9 +117,12 @@ def train_one(
     trainer.train()
     m = trainer.metrics
     cuda = trainer.device.type == "cuda"
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        import resource  # POSIX only, like the RSS it reads
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "variant": variant,
         "seed": seed,
@@ -240,10 +241,16 @@ def run(**overrides: Any) -> str:
                 "teacher is trained only for the embedded data."
             )
         check_data(overrides["data"])
-        resolve_weights(overrides["teacher"], "teacher")
         args = {**DEFAULTS, **overrides}
     else:
         args = {**DEFAULTS, **{k: DEMO[k] for k in EMBEDDED_TRAIN}, "device": "cpu", **overrides}
+    if args.get("teacher"):  # checked now, not after the first variant trained; absolute, as the results record it
+        args["teacher"] = str(resolve_weights(args["teacher"], "teacher").resolve())
+    if len(as_list(args.get("device") or "")) > 1:
+        raise ValueError(
+            f"device={args['device']}: the benchmark times single-device steps; Ultralytics' multi-GPU relaunch would "
+            "bypass its timers. Pass one device, e.g. device=0."
+        )
     seeds = [int(s) for s in as_list(args["seeds"])]
     variants = as_list(args["variants"])
     unknown = [v for v in variants if v not in VARIANTS]
