@@ -24,7 +24,8 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [key=value ...]
                            all variants. Defaults on the embedded data, the demo's:
                              {embedded}
                            with data=, Ultralytics' own (imgsz=640, batch=16, epochs=100, first GPU if any)
-  seeds=0,1,2              seeds; every variant runs with each
+  seeds=0,1,2              seeds; every variant runs with each (each run is fixed to seed=<seed>,
+                           deterministic=True, plots=False, project=<project>/train, name=<variant>-s<seed>)
   variants=a,b,...         subset of: {variants}
   project=runs/tsd_bench   output folder (re-run the same command to resume an interrupted benchmark)
   tsd=PATH tsd_<key>=V     this method's settings for all its variants (an ablation's own setting wins)
