@@ -12,7 +12,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +66,7 @@ def train_one(
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils.torch_utils import unwrap_model
 
+    from .criterion import TSDLoss, synced_clock
     from .trainer import TSDTrainer
 
     overrides = {
@@ -89,7 +89,7 @@ def train_one(
     clock = {}
 
     def start(t):
-        if getattr(t, "criterion", None) is not None and t.criterion.timings is None:
+        if isinstance(getattr(t, "criterion", None), TSDLoss):  # our criterion: profile this step's parts
             t.criterion.timings = {}
         clock["t0"] = synced_clock(t.device)
 
@@ -99,8 +99,6 @@ def train_one(
             steps.append(now - clock["t0"])
             for k, v in {**(getattr(getattr(t, "criterion", None), "timings", None) or {}), **extra}.items():
                 parts[k].append(v)
-        if getattr(t, "criterion", None) is not None and t.criterion.timings is not None:
-            t.criterion.timings = {}
 
     def time_builtin_teacher(t):
         """Ultralytics' built-in distillation runs its teacher inside the student's forward: time it with hooks."""
@@ -135,15 +133,6 @@ def train_one(
         "terms_s": statistics.median(parts["terms"]) if parts["terms"] else 0.0,
         "save_dir": str(trainer.save_dir),
     }
-
-
-def synced_clock(device: Any) -> float:
-    """``time.perf_counter()`` after the device's queued work is done."""
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def summarise(results: list[dict[str, Any]], variants: list[str]) -> tuple[str, list[dict[str, Any]]]:

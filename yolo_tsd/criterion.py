@@ -37,6 +37,13 @@ def anchor_levels(feats: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([torch.full((f.shape[2] * f.shape[3],), i, device=f.device) for i, f in enumerate(feats)])
 
 
+def synced_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class TSDLoss:
     """Ultralytics' detection loss plus task-significance distillation.
 
@@ -95,7 +102,7 @@ class TSDLoss:
             zeros = torch.zeros(len(LOSS_NAMES), device=loss.device)
             return torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))}
 
-        with self.timed("teacher"):
+        with self.timed("teacher", batch["img"].device):
             t_preds = self.teacher(batch["img"])
         if "one2many" in preds:  # end-to-end head: Ultralytics' E2ELoss weighting of the two branches
             branches = [("one2many", self.det.one2many, self.det.o2m), ("one2one", self.det.one2one, self.det.o2o)]
@@ -107,7 +114,7 @@ class TSDLoss:
             t = t_preds.get(name, t_preds.get("one2many")) if "one2many" in t_preds else t_preds
             assigned, loss, items = crit.get_assigned_targets_and_loss(s, batch)
             det_loss = det_loss + loss * (bs * gain)
-            with self.timed("terms"):
+            with self.timed("terms", batch["img"].device):
                 adapted = self.adapters(s["feats"]) if i == 0 and self.cfg.lambda_feat > 0 else None  # ambient AMP
                 with torch.autocast(batch["img"].device.type, enabled=False):  # significance and terms in fp32
                     feat, cls, box = self.branch_terms(crit, s, t, assigned, batch, adapted)
@@ -116,17 +123,14 @@ class TSDLoss:
         return torch.cat([det_loss, terms * bs]), {**items, **dict(zip(LOSS_NAMES, terms.detach()))}
 
     @contextmanager
-    def timed(self, part: str):
-        """Add the wall time of the block to ``timings[part]`` when profiling (CUDA synchronised), else do nothing."""
+    def timed(self, part: str, device: torch.device):
+        """Add the wall time of the block to ``timings[part]`` when profiling (device synchronised), else nothing."""
         if self.timings is None:
             yield
             return
-        sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-        sync()
-        t0 = time.perf_counter()
+        t0 = synced_clock(device)
         yield
-        sync()
-        self.timings[part] = self.timings.get(part, 0.0) + time.perf_counter() - t0
+        self.timings[part] = self.timings.get(part, 0.0) + synced_clock(device) - t0
 
     def branch_terms(
         self, crit: Any, s: dict, t: dict, assigned: tuple, batch: dict, adapted: list[torch.Tensor] | None
