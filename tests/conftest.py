@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from helpers import build_model, save_checkpoint, tiny_run
+from ultralytics.models.yolo.detect import DetectionTrainer
 
 from yolo_tsd import TSDTrainer
 from yolo_tsd.data import make_dataset
@@ -29,5 +30,15 @@ def run(data_yaml, teacher_pt, tmp_path_factory):
     project = tmp_path_factory.mktemp("runs")
     overrides = tiny_run(data_yaml, teacher_pt, project, name="tsd", plots=True, tsd_lambda_feat=0.5, close_mosaic=1)
     trainer = TSDTrainer(overrides=overrides)
+    trainer.train()
+    return trainer
+
+
+@pytest.fixture(scope="session")
+def plain_run(data_yaml, tmp_path_factory):
+    """The same 2-epoch run with Ultralytics' plain trainer (no distillation), for comparisons."""
+    overrides = tiny_run(data_yaml, "unused", tmp_path_factory.mktemp("plain"), name="plain")
+    del overrides["teacher"]
+    trainer = DetectionTrainer(overrides=overrides)
     trainer.train()
     return trainer

@@ -9,7 +9,10 @@ import torch
 from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
 
+from yolo_tsd.config import TSDConfig
 from yolo_tsd.data import CLASSES
+from yolo_tsd.model import TSDModel
+from yolo_tsd.teacher import Teacher
 
 NC = len(CLASSES)
 NAMES = dict(enumerate(CLASSES))
@@ -48,3 +51,11 @@ def tiny_run(data, teacher, project, **extra) -> dict:
     """Overrides for a short distillation run on the generated data (CPU, 64 px, no plots unless asked)."""
     base = dict(model="yolov8n.yaml", data=str(data), epochs=2, imgsz=64, batch=8, device="cpu", workers=0)
     return {**base, "project": str(project), "plots": False, "teacher": str(teacher), **extra}
+
+
+def distiller(teacher_cfg="yolov8s.yaml", student_cfg="yolov8n.yaml", nc=NC, **settings):
+    """A training-mode student, a random-weight teacher (another architecture and seed) and their ``TSDModel``."""
+    student = build_model(student_cfg, nc=nc, seed=0).train()
+    teacher = Teacher(build_model(teacher_cfg, nc=nc, seed=1))
+    torch.manual_seed(0)  # adapters: the same initial weights whatever ran before
+    return student, teacher, TSDModel(student, teacher, TSDConfig(**settings))

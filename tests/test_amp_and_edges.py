@@ -1,44 +1,43 @@
 """Mixed precision and the odd batches a real dataset produces: finite, sensible values, never NaN."""
 
+from dataclasses import replace
+
 import pytest
 import torch
-from helpers import build_model, make_batch
+from helpers import distiller, make_batch
 
-from yolo_tsd.config import TSDConfig
-from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
-from yolo_tsd.losses import FeatureAdapters
+import yolo_tsd.criterion as criterion
+from yolo_tsd.criterion import LOSS_NAMES
 from yolo_tsd.significance import LOW
-from yolo_tsd.teacher import Teacher, head_channels
 
 
 def make_crit(nc=5, **settings):
-    student = build_model("yolov8n.yaml", nc=nc, seed=0).train()
-    teacher = Teacher(build_model("yolov8s.yaml", nc=nc, seed=1))
-    torch.manual_seed(0)  # adapters: the same init whatever ran before
-    adapters = FeatureAdapters(head_channels(student), head_channels(teacher.model))
-    return student, TSDLoss(student, teacher, adapters, TSDConfig(**settings))
+    student, _, tsd = distiller(nc=nc, **settings)
+    return student, tsd
 
 
-def run(student, crit, batch):
-    loss, items = crit(student(batch["img"]), batch)
+def run(student, tsd, batch):
+    """One step; returns loss, items and the single branch's significance."""
+    step = tsd.step(batch, student(batch["img"]))
+    loss, items = step.loss, step.items
     assert torch.isfinite(loss).all() and all(torch.isfinite(v) for v in items.values()), items
-    return loss, items
+    return loss, items, step.significance["detect"]
 
 
-def test_bf16_autocast_matches_fp32():
+def test_bf16_autocast_matches_fp32(monkeypatch):
     student, crit = make_crit()
     batch = make_batch(bs=4, imgsz=128)
-    _, ref = run(student, crit, batch)
-    ref_region = crit.last["region"].clone()
-    ref = {**ref, "weight": crit.last["weight"].clone()}
+    _, ref, ref_sig = run(student, crit, batch)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, items = run(student, crit, batch)
-    assert all(v.dtype == torch.float32 for v in crit.last.values() if v.is_floating_point())  # significance in fp32
-    assert (crit.last["region"] == ref_region).float().mean() > 0.99
+        loss, items, sig = run(student, crit, batch)
+    floats = [v for v in vars(sig).values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 for v in floats)  # significance in fp32
+    assert (sig.region == ref_sig.region).float().mean() > 0.99
     # the terms, compared under the fp32 weights: one anchor changing region moves a small region's normalised weights
-    crit.weights = lambda *args: ref["weight"]
+    assess = criterion.assess
+    monkeypatch.setattr(criterion, "assess", lambda *args: replace(assess(*args), weight=ref_sig.weight))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, items = run(student, crit, batch)
+        loss, items, _ = run(student, crit, batch)
     for k in ("dfeat_loss", "dbox_loss", "box_loss", "dfl_loss"):
         assert items[k] == pytest.approx(ref[k].item(), rel=0.05), k
     assert abs(items["dcls_loss"] - ref["dcls_loss"]) < 1e-3
@@ -48,7 +47,7 @@ def test_bf16_gradients_are_finite():
     student, crit = make_crit()
     batch = make_batch(bs=2, imgsz=64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss, _ = run(student, crit, batch)
+        loss, _, _ = run(student, crit, batch)
     loss.sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in student.parameters() if p.grad is not None)
     assert all(torch.isfinite(p.grad).all() for p in crit.adapters.parameters())
@@ -56,9 +55,9 @@ def test_bf16_gradients_are_finite():
 
 def test_batch_without_any_ground_truth_is_all_background():
     student, crit = make_crit()
-    _, items = run(student, crit, make_batch(boxes_per_image=0))
+    _, items, sig = run(student, crit, make_batch(boxes_per_image=0))
     # no object: at most "top" holds, importance <= 0.4 * 1.5, so no key area; a weak area needs I_T - I_S >= 1
-    assert (crit.last["imp_t"] <= 0.4 * 1.5 + 1e-6).all() and (crit.last["region"] == LOW).all()
+    assert (sig.imp_t <= 0.4 * 1.5 + 1e-6).all() and (sig.region == LOW).all()
     assert items["dfeat_loss"] > 0 and items["dcls_loss"] > 0  # the low region is still distilled (w_low)
 
 
@@ -67,16 +66,16 @@ def test_some_images_without_labels():
     batch = make_batch(bs=3, boxes_per_image=2)
     keep = batch["batch_idx"] != 1  # image 1 has no labels
     batch = {**batch, **{k: batch[k][keep] for k in ("batch_idx", "cls", "bboxes")}}
-    run(student, crit, batch)
-    assert (crit.last["region"][1] == LOW).all()  # the unlabelled image has no key or weak anchor
-    assert (crit.last["imp_t"][1] <= 0.4 * 1.5 + 1e-6).all()
+    _, _, sig = run(student, crit, batch)
+    assert (sig.region[1] == LOW).all()  # the unlabelled image has no key or weak anchor
+    assert (sig.imp_t[1] <= 0.4 * 1.5 + 1e-6).all()
 
 
 def test_single_class():
     student, crit = make_crit(nc=1)
     batch = make_batch()
     batch["cls"].zero_()
-    _, items = run(student, crit, batch)
+    _, items, _ = run(student, crit, batch)
     assert all(items[k] > 0 for k in LOSS_NAMES)
 
 

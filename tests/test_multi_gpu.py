@@ -14,20 +14,18 @@ from ultralytics.utils.dist import generate_ddp_file
 
 from yolo_tsd import TSDTrainer
 from yolo_tsd.config import TSDConfig
-from yolo_tsd.criterion import TSDLoss
-from yolo_tsd.losses import FeatureAdapters
-from yolo_tsd.teacher import Teacher, head_channels
-from yolo_tsd.trainer import broadcast_parameters, sync_gradients
+from yolo_tsd.model import TSDModel
+from yolo_tsd.teacher import Teacher
 
 REPORT = """
 from types import SimpleNamespace
 from yolo_tsd.trainer import update_schedule
 n_schedule = sum(cb is update_schedule for cb in trainer.callbacks["on_train_epoch_start"])
-trainer.epoch, trainer.criterion = 0, SimpleNamespace(scale=None)
+trainer.epoch, trainer.tsd_model = 0, SimpleNamespace(scale=None)
 trainer.run_callbacks("on_train_epoch_start")  # what the worker does at each epoch start
 print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
       "args_teacher": trainer.args.teacher, "epochs": trainer.args.epochs, "n_schedule": n_schedule,
-      "scale": trainer.criterion.scale}))"""
+      "scale": trainer.tsd_model.scale}))"""
 
 
 def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_pt, tmp_path):
@@ -63,20 +61,19 @@ def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_
 
 
 def build(adapter_seed=2):
+    """Student, teacher and their TSDModel, the adapters initialised from ``adapter_seed``."""
     student = build_model("yolov8n.yaml", seed=0).train()
     teacher = Teacher(build_model("yolov8s.yaml", seed=1))
     torch.manual_seed(adapter_seed)
-    adapters = FeatureAdapters(head_channels(student), head_channels(teacher.model))
-    return student, adapters, TSDLoss(student, teacher, adapters, TSDConfig())
+    return TSDModel(student, teacher, TSDConfig())
 
 
-def grads(student, adapters, batch):
-    """Single-process loss and gradients on one batch."""
-    student.zero_grad()
-    adapters.zero_grad()
-    loss, _ = TSDLoss(student, build()[2].teacher, adapters, TSDConfig())(student(batch["img"]), batch)
+def grads(tsd, batch):
+    """Single-process loss and gradients (student, adapters) on one batch."""
+    tsd.zero_grad()
+    loss, _ = tsd(batch)
     loss.sum().backward()
-    return loss.detach(), grad_list(student), grad_list(adapters)
+    return loss.detach(), grad_list(tsd.student), grad_list(tsd.adapters)
 
 
 def grad_list(module):
@@ -87,26 +84,24 @@ def worker(rank, world, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    student, adapters, crit = build(adapter_seed=100 + rank)  # ranks are seeded differently, as in Ultralytics
-    broadcast_parameters(adapters)  # what TSDTrainer._setup_train does under DDP
-    ddp = torch.nn.parallel.DistributedDataParallel(student, find_unused_parameters=True)
+    tsd = build(adapter_seed=100 + rank)  # ranks are seeded differently, as in Ultralytics
+    ddp = torch.nn.parallel.DistributedDataParallel(tsd, find_unused_parameters=True)  # as Ultralytics wraps it
     batch = make_batch(bs=2, imgsz=64, seed=10 + rank)  # each rank its own data
-    loss, _ = crit(ddp(batch["img"]), batch)
+    loss, _ = ddp(batch)
     loss.sum().backward()
-    sync_gradients(adapters, world)
     torch.save(
-        {"loss": loss.detach(), "student": grad_list(student), "adapters": grad_list(adapters)},
+        {"loss": loss.detach(), "student": grad_list(tsd.student), "adapters": grad_list(tsd.adapters)},
         f"{out}/rank{rank}.pt",
     )
     dist.destroy_process_group()
 
 
-def test_ddp_loss_equals_single_process_and_gradients_are_synchronised(tmp_path):
+def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path):
     port = 29500 + os.getpid() % 1000
     mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    student, adapters, _ = build(adapter_seed=100)  # rank 0's adapters, which the broadcast gave every rank
-    singles = [grads(student, adapters, make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
+    tsd = build(adapter_seed=100)  # rank 0's adapters, which DDP's initial broadcast gave every rank
+    singles = [grads(tsd, make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
     for r in range(2):
         assert torch.allclose(ranks[r]["loss"], singles[r][0], rtol=1e-5, atol=1e-6)  # same loss as 1 process
     for part, idx in (("student", 1), ("adapters", 2)):

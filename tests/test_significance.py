@@ -13,6 +13,7 @@ from yolo_tsd.significance import (
     anchor_weights,
     classification_score,
     importance,
+    key_weak_areas,
     pairwise_iou,
     regions,
     regression_score,
@@ -20,6 +21,7 @@ from yolo_tsd.significance import (
 )
 
 CFG = TSDConfig()
+ABS, OFF, BIN = TSDConfig(weak_mode="abs"), TSDConfig(weak_mode="off"), TSDConfig(split="binary")
 
 
 def test_regression_score_buckets():
@@ -107,11 +109,11 @@ def test_three_way_regions():
     imp_t = torch.tensor([[4.0, 4.0, 1.0, 1.0, 0.16]])
     imp_s = torch.tensor([[2.0, 3.9, 0.0, 1.0, 4.0]])
     # K: t>=3 -> [1,1,0,0,0]; W: t-s>=1 -> [1,0,1,0,0]
-    assert regions(imp_t, imp_s, CFG).tolist() == [[HIGH, MID, MID, LOW, LOW]]
+    assert regions(*key_weak_areas(imp_t, imp_s, CFG), CFG).tolist() == [[HIGH, MID, MID, LOW, LOW]]
     # |t-s| also catches the over-confident student at anchor 4
-    assert regions(imp_t, imp_s, TSDConfig(weak_mode="abs")).tolist() == [[HIGH, MID, MID, LOW, MID]]
-    assert regions(imp_t, imp_s, TSDConfig(weak_mode="off")).tolist() == [[MID, MID, LOW, LOW, LOW]]
-    assert regions(imp_t, imp_s, TSDConfig(split="binary")).tolist() == [[HIGH, HIGH, HIGH, LOW, LOW]]
+    assert regions(*key_weak_areas(imp_t, imp_s, ABS), ABS).tolist() == [[HIGH, MID, MID, LOW, MID]]
+    assert regions(*key_weak_areas(imp_t, imp_s, OFF), OFF).tolist() == [[MID, MID, LOW, LOW, LOW]]
+    assert regions(*key_weak_areas(imp_t, imp_s, BIN), BIN).tolist() == [[HIGH, HIGH, HIGH, LOW, LOW]]
 
 
 def test_weights_are_normalised_per_image_level_and_region():

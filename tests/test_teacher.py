@@ -6,7 +6,8 @@ import pytest
 import torch
 from helpers import build_model
 
-from yolo_tsd.teacher import Teacher, raw_outputs
+from yolo_tsd.teacher import Teacher
+from yolo_tsd.ultralytics_internals import raw_outputs
 
 
 def flat(outputs):
@@ -44,7 +45,7 @@ def test_fused_teacher_gives_the_unfused_outputs_and_keeps_every_branch(cfg):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_half_teacher_is_cuda_only_and_returns_float32():
+def test_half_teacher_is_cuda_only_and_keeps_its_precision():
     model = with_trained_bn(build_model("yolov8n.yaml"))
     x = torch.rand(2, 3, 64, 64)
     teacher = Teacher(model).to("cpu", half=True)  # CPU: warned, stays float32
@@ -54,5 +55,20 @@ def test_half_teacher_is_cuda_only_and_returns_float32():
     assert all(p.dtype == torch.float16 for p in teacher.model.parameters())
     out = teacher(x)
     for a, b in zip(flat(out), flat(reference), strict=True):
-        assert a.dtype == torch.float32
-        torch.testing.assert_close(a, b, atol=0.05 * b.abs().max().item() + 1e-3, rtol=0.05)
+        assert a.dtype == torch.float16  # no float32 copy of the pyramid: the terms cast what they need
+        torch.testing.assert_close(a.float(), b, atol=0.05 * b.abs().max().item() + 1e-3, rtol=0.05)
+
+
+def test_distillation_terms_accept_a_float16_teacher():
+    from helpers import distiller, make_batch
+
+    student, teacher, tsd = distiller()
+    batch = make_batch()
+    preds = student(batch["img"])
+    ref = tsd.step(batch, preds)
+    teacher.set_half()
+    half = tsd.step(batch, preds)
+    assert half.significance["detect"].imp_t.dtype == torch.float32
+    for k in ("dfeat_loss", "dcls_loss", "dbox_loss"):
+        assert half.items[k].dtype == torch.float32
+        torch.testing.assert_close(half.items[k], ref.items[k], rtol=0.05, atol=1e-3)

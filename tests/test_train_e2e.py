@@ -8,7 +8,7 @@ import torch
 from helpers import build_model
 
 from yolo_tsd.teacher import Teacher
-from yolo_tsd.trainer import ADAPTERS_FILE
+from yolo_tsd.trainer import CKPT_KEY
 
 
 def test_results_have_every_term_next_to_ultralytics_losses(run):
@@ -31,14 +31,15 @@ def test_settings_and_teacher_are_recorded_for_relaunch_and_resume(run, teacher_
     assert run.args.teacher == str(teacher_pt) and run.args.tsd["lambda_feat"] == 0.5
     saved = (run.save_dir / "args.yaml").read_text()
     assert "teacher:" in saved and "lambda_feat: 0.5" in saved
-    adapters = torch.load(run.wdir / ADAPTERS_FILE)
-    assert set(adapters["adapters"]) == set(run.adapters.state_dict())
 
 
-def test_checkpoints_hold_the_student_only(run):
+def test_checkpoints_hold_the_student_only(run, plain_run):
     student_keys = set(build_model("yolov8n.yaml").state_dict())
     for name in ("best.pt", "last.pt"):
         ckpt = torch.load(run.wdir / name, weights_only=False)
+        plain = torch.load(plain_run.wdir / name, weights_only=False)
+        assert set(ckpt) == set(plain) and CKPT_KEY not in ckpt  # the same keys as a plain Ultralytics run's file
+        assert type(ckpt["model"]) is type(plain["model"])
         model = ckpt["model"]  # Ultralytics' strip_optimizer moved the EMA here at the end of training
         assert ckpt["ema"] is None and ckpt["optimizer"] is None
         assert set(model.state_dict()) == student_keys, name
@@ -55,8 +56,17 @@ def test_teacher_stayed_frozen(run, teacher_pt):
     assert not any(
         p is q for g in run.optimizer.param_groups for p in g["params"] for q in run.teacher.model.parameters()
     )
+    assert not any(p is q for p in run.ema.ema.parameters() for q in run.teacher.model.parameters())
 
 
+def test_adapters_are_trained_by_the_optimizer_and_absent_from_the_ema(run):
+    in_optimizer = {id(p) for g in run.optimizer.param_groups for p in g["params"]}
+    assert all(id(p) in in_optimizer for p in run.tsd_model.adapters.parameters())
+    assert set(run.ema.ema.state_dict()) == set(build_model("yolov8n.yaml").state_dict())
+    assert len(run.optimizer.param_groups) == 3  # Ultralytics' own groups: weight, bn, bias
+
+
+YOLO_CLI = "from ultralytics.cfg import entrypoint; entrypoint()"  # the `yolo` command, through this interpreter
 PLAIN_LOAD = """
 import sys
 from ultralytics import YOLO
@@ -73,7 +83,10 @@ def test_best_pt_loads_in_plain_ultralytics_and_exports_to_onnx(run, data_yaml, 
     out = subprocess.run([sys.executable, "-c", PLAIN_LOAD, str(best), str(image)], capture_output=True, text=True)
     assert out.returncode == 0 and "OK DetectionModel 1" in out.stdout, out.stderr[-2000:]
     export = subprocess.run(
-        ["yolo", "export", f"model={best}", "format=onnx", "imgsz=64"], capture_output=True, text=True, cwd=tmp_path
+        [sys.executable, "-c", YOLO_CLI, "export", f"model={best}", "format=onnx", "imgsz=64"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
     assert export.returncode == 0, export.stdout[-2000:] + export.stderr[-2000:]
     assert best.with_suffix(".onnx").stat().st_size > 1_000_000

@@ -6,6 +6,7 @@ import shutil
 import pytest
 import yaml
 from helpers import tiny_run
+from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_tsd import TSDTrainer
 
@@ -50,7 +51,9 @@ def test_option_trains_with_finite_distillation_terms(option, data_with_backgrou
         assert float(r["train/dfeat_loss"]) > 0
     assert (trainer.wdir / "best.pt").is_file()
     if option == "freeze":
-        assert not any(p.requires_grad for n, p in trainer.model.named_parameters() if n.startswith("model.0."))
+        frozen = [p for n, p in unwrap_model(trainer.model).named_parameters() if n.startswith("model.0.")]
+        assert frozen and not any(p.requires_grad for p in frozen)
+        assert all(p.requires_grad for p in trainer.tsd_model.adapters.parameters())
     if option == "fraction":
         assert len(trainer.train_loader.dataset) == 8
 
@@ -62,7 +65,7 @@ def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_pa
         )
     )
     scales = []
-    trainer.add_callback("on_train_epoch_end", lambda t: scales.append(t.criterion.scale))
+    trainer.add_callback("on_train_epoch_end", lambda t: scales.append(t.tsd_model.scale))
     trainer.train()
     assert scales == [0.5, 1.0, 0.0]
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))

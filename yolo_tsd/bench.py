@@ -66,8 +66,9 @@ def train_one(
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils.torch_utils import unwrap_model
 
-    from .criterion import TSDLoss, synced_clock
+    from .criterion import synced_clock
     from .trainer import TSDTrainer
+    from .ultralytics_internals import builtin_teacher
 
     overrides = {
         **train,
@@ -89,20 +90,21 @@ def train_one(
     clock = {}
 
     def start(t):
-        if isinstance(getattr(t, "criterion", None), TSDLoss):  # our criterion: profile this step's parts
-            t.criterion.timings = {}
+        if getattr(t, "tsd_model", None) is not None:  # our method: profile this step's parts
+            t.tsd_model.timer.start()
         clock["t0"] = synced_clock(t.device)
 
     def end(t):
         now = synced_clock(t.device)
         if t.epoch > 0:  # after warm-up: the first epoch pays for allocation, caching and lr warm-up
             steps.append(now - clock["t0"])
-            for k, v in {**(getattr(getattr(t, "criterion", None), "timings", None) or {}), **extra}.items():
+            timer = getattr(getattr(t, "tsd_model", None), "timer", None)
+            for k, v in {**((timer and timer.seconds) or {}), **extra}.items():
                 parts[k].append(v)
 
     def time_builtin_teacher(t):
         """Ultralytics' built-in distillation runs its teacher inside the student's forward: time it with hooks."""
-        teacher_model = getattr(unwrap_model(t.model), "teacher_model", None)
+        teacher_model = builtin_teacher(unwrap_model(t.model))
         if teacher_model is None:
             return
         box = {}

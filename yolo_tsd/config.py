@@ -39,6 +39,12 @@ class TSDConfig:
     box_r1: str = _setting(
         "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
     )
+    one2one_mode: str = _setting(
+        "positives",
+        "YOLO26 student, teacher without a one-to-one head: distil the student's NMS-free branch on its own "
+        "one-to-one positives only (positives), not at all (off), or on every anchor (all)",
+        choices=("positives", "off", "all"),
+    )
     # dual-task importance
     importance: str = _setting(
         "both", "tasks scored: both (Sr*Sc), cls (Sr=const) or reg (Sc=const)", choices=("both", "cls", "reg")

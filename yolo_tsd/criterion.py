@@ -1,40 +1,28 @@
 """Where the TSD terms meet Ultralytics' own detection loss.
 
-``TSDLoss`` is installed as the student's ``criterion`` for training only. It reuses the student's Ultralytics loss
-for the detection terms and for the student's label assignment, runs the teacher on the same batch, and adds the
-significance-weighted feature, class-logit and box-distribution terms as named loss items.
+``TSDLoss.compute`` takes the student's raw head outputs, the teacher's outputs on the same batch and the student's
+Ultralytics criterion. It runs Ultralytics' loss per head branch (which also gives the student's label assignment and
+the padded ground truth), assesses each branch's significance, and adds the significance-weighted feature,
+class-logit and box-distribution terms as named loss items. It returns the significance it used instead of keeping it.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from ultralytics.utils.tal import dist2bbox
 
-from . import losses, significance
+from . import losses
 from .config import TSDConfig
-from .significance import Assignment, GroundTruth
-from .teacher import Teacher
+from .significance import Assignment, GroundTruth, Significance, assess
+from .ultralytics_internals import ONE2MANY, ONE2ONE, Assigned, Branch, assign, branches, is_end2end
 
 # <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
 LOSS_NAMES = ("dfeat_loss", "dcls_loss", "dbox_loss")
-
-
-def ground_truth(det: Any, batch: dict, feats: list[torch.Tensor]) -> GroundTruth:
-    """Pad the batch's labels into pixel xyxy boxes exactly as Ultralytics' loss does."""
-    imgsz = torch.tensor(feats[0].shape[2:], device=det.device, dtype=torch.float32) * det.stride[0]
-    targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
-    targets = det.preprocess(targets.to(det.device).float(), feats[0].shape[0], scale_tensor=imgsz[[1, 0, 1, 0]])
-    labels, boxes = targets.split((1, 4), 2)
-    return GroundTruth(labels=labels.squeeze(-1).long(), boxes=boxes, mask=boxes.sum(2) > 0)
-
-
-def anchor_levels(feats: list[torch.Tensor]) -> torch.Tensor:
-    """Head level of each anchor, in the Detect head's anchor order -> (A,)."""
-    return torch.cat([torch.full((f.shape[2] * f.shape[3],), i, device=f.device) for i, f in enumerate(feats)])
 
 
 def synced_clock(device: torch.device) -> float:
@@ -44,146 +32,165 @@ def synced_clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
-class TSDLoss:
-    """Ultralytics' detection loss plus task-significance distillation.
+class StepTimer:
+    """Seconds per part of a step, for the benchmark; off (no device synchronisation) until ``start()``."""
 
-    Args:
-        student (torch.nn.Module): The (de-paralleled) student ``DetectionModel``.
-        teacher (Teacher): The frozen teacher.
-        adapters (losses.FeatureAdapters): Student-to-teacher feature adapters (trained, never saved in the student).
-        cfg (TSDConfig): Settings.
-        det (Any, optional): The student's Ultralytics criterion to wrap; built with ``init_criterion()`` if None.
+    def __init__(self):
+        """Start switched off."""
+        self.seconds: dict[str, float] | None = None
 
-    Attributes:
-        scale (float): Schedule factor on every distillation term, set by the trainer each epoch.
-        last (dict): Detached significance tensors of the last step (``imp_t``, ``imp_s``, ``region``, ``weight``).
-    """
-
-    def __init__(
-        self,
-        student: torch.nn.Module,
-        teacher: Teacher,
-        adapters: losses.FeatureAdapters,
-        cfg: TSDConfig,
-        det: Any = None,
-    ):
-        """Wrap the student's detection loss."""
-        self.det = det if det is not None else student.init_criterion()
-        self.teacher, self.adapters, self.cfg = teacher, adapters, cfg
-        self.reg_max = (student.model[-1].reg_max, teacher.head.reg_max)
-        self.scale = 1.0
-        self.last: dict[str, torch.Tensor] = {}
-        self.timings: dict[str, float] | None = None  # set to {} to accumulate seconds per part (benchmark)
-
-    def __deepcopy__(self, memo: dict) -> None:
-        """Copies of the student (EMA, checkpoints) never carry the teacher: they get no criterion, build their own."""
-        return None
-
-    def __reduce__(self) -> tuple:
-        """Pickle as None, for the same reason: a pickled student stays a plain Ultralytics model."""
-        return type(None), ()
-
-    def update(self) -> None:
-        """Forward Ultralytics' per-epoch criterion update (the end-to-end one-to-many/one-to-one schedule)."""
-        if hasattr(self.det, "update"):
-            self.det.update()
-
-    @property
-    def active(self) -> bool:
-        """Whether this step distils at all."""
-        return self.scale > 0 and self.cfg.distils
-
-    def __call__(self, preds: Any, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Return the loss vector (detection terms then TSD terms, times batch size) and the named loss items."""
-        preds = preds[1] if isinstance(preds, tuple) else preds
-        bs = batch["img"].shape[0]
-        if not self.active:  # exactly Ultralytics' loss, with the TSD items at 0 so the table keeps its columns
-            loss, items = self.det(preds, batch)
-            zeros = torch.zeros(len(LOSS_NAMES), device=loss.device)
-            return torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))}
-
-        with self.timed("teacher", batch["img"].device):
-            t_preds = self.teacher(batch["img"])
-        if "one2many" in preds:  # end-to-end head: Ultralytics' E2ELoss weighting of the two branches
-            branches = [("one2many", self.det.one2many, self.det.o2m), ("one2one", self.det.one2one, self.det.o2o)]
-        else:
-            branches = [(None, self.det, 1.0)]
-        det_loss, terms = 0.0, torch.zeros(len(LOSS_NAMES), device=batch["img"].device)
-        for i, (name, crit, gain) in enumerate(branches):
-            s = preds[name] if name else preds
-            t = t_preds.get(name, t_preds.get("one2many")) if "one2many" in t_preds else t_preds
-            assigned, loss, items = crit.get_assigned_targets_and_loss(s, batch)
-            det_loss = det_loss + loss * (bs * gain)
-            with self.timed("terms", batch["img"].device):
-                adapted = self.adapters(s["feats"]) if i == 0 and self.cfg.lambda_feat > 0 else None  # ambient AMP
-                with torch.autocast(batch["img"].device.type, enabled=False):  # significance and terms in fp32
-                    feat, cls, box = self.branch_terms(crit, s, t, assigned, batch, adapted)
-            terms = terms + torch.stack([feat, cls * gain, box * gain])  # features are shared: feat counted once
-        terms = terms * self.scale
-        return torch.cat([det_loss, terms * bs]), {**items, **dict(zip(LOSS_NAMES, terms.detach()))}
+    def start(self) -> None:
+        """Begin a fresh step's accounting."""
+        self.seconds = {}
 
     @contextmanager
-    def timed(self, part: str, device: torch.device):
-        """Add the wall time of the block to ``timings[part]`` when profiling (device synchronised), else nothing."""
-        if self.timings is None:
+    def __call__(self, part: str, device: torch.device):
+        """Add the block's wall time to ``seconds[part]`` when on (device synchronised), else do nothing."""
+        if self.seconds is None:
             yield
             return
         t0 = synced_clock(device)
         yield
-        self.timings[part] = self.timings.get(part, 0.0) + synced_clock(device) - t0
+        self.seconds[part] = self.seconds.get(part, 0.0) + synced_clock(device) - t0
+
+
+@dataclass
+class DistillStep:
+    """The outcome of one step's loss.
+
+    Attributes:
+        loss (torch.Tensor): Detection terms then the three TSD terms, the detection part times the batch size and the
+            TSD part too (Ultralytics' convention: the trainer sums it).
+        items (dict): Detached loss items by name, Ultralytics' then ``LOSS_NAMES``.
+        significance (dict): ``Significance`` per distilled head branch (``detect``, or ``one2many``/``one2one``).
+    """
+
+    loss: torch.Tensor
+    items: dict[str, torch.Tensor]
+    significance: dict[str, Significance] = field(default_factory=dict)
+
+
+def teacher_branch(t_preds: dict, name: str | None) -> tuple[dict, bool]:
+    """The teacher outputs that teach the student branch ``name``, and whether they are the same kind of branch.
+
+    A one-to-one student branch learns from the teacher's one-to-one branch when it has one; every other student
+    branch learns from the teacher's dense (one-to-many, or only) branch.
+    """
+    if not is_end2end(t_preds):
+        return t_preds, name != ONE2ONE
+    return (t_preds[ONE2ONE], True) if name == ONE2ONE else (t_preds[ONE2MANY], True)
+
+
+class TSDLoss:
+    """Ultralytics' detection loss plus task-significance distillation.
+
+    Args:
+        adapters (losses.FeatureAdapters): Student-to-teacher feature adapters (trained, never saved in the student).
+        reg_max (tuple[int, int]): DFL bins of the student's and the teacher's heads.
+        cfg (TSDConfig): Settings.
+        timer (StepTimer, optional): Shared with the distillation module, for the benchmark.
+    """
+
+    def __init__(
+        self, adapters: losses.FeatureAdapters, reg_max: tuple[int, int], cfg: TSDConfig, timer: StepTimer | None = None
+    ):
+        """Keep what every step needs."""
+        self.adapters, self.reg_max, self.cfg = adapters, reg_max, cfg
+        self.timer = timer or StepTimer()
+
+    def compute(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0) -> DistillStep:
+        """Loss, named items and significance of one step.
+
+        Args:
+            det (Any): The student's Ultralytics criterion (``v8DetectionLoss`` or ``E2ELoss``).
+            preds (Any): The student's raw head outputs.
+            batch (dict): The preprocessed batch.
+            t_preds (dict | None): The teacher's raw head outputs on the same images; None when not distilling.
+            scale (float): Schedule factor on every distillation term.
+
+        Returns:
+            (DistillStep): With every weight (or ``scale``) at 0 it is exactly Ultralytics' loss, TSD items at 0.
+        """
+        preds = preds[1] if isinstance(preds, tuple) else preds
+        if t_preds is None or scale == 0 or not self.cfg.distils:
+            loss, items = det(preds, batch)
+            zeros = torch.zeros(len(LOSS_NAMES), device=loss.device)
+            return DistillStep(torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))})
+
+        device, bs = batch["img"].device, batch["img"].shape[0]
+        det_loss, terms, significance = 0.0, torch.zeros(len(LOSS_NAMES), device=device), {}
+        for i, branch in enumerate(branches(det)):
+            s = preds[branch.name] if branch.name else preds
+            t, same_kind = teacher_branch(t_preds, branch.name)
+            assigned = assign(branch.criterion, s, batch)
+            det_loss = det_loss + assigned.loss * (bs * branch.gain)
+            with self.timer("terms", device):
+                feat_here = i == 0 and self.cfg.lambda_feat > 0  # the neck is shared: its term is counted once
+                adapted = self.adapters(s["feats"]) if feat_here else None  # under the ambient autocast
+                with torch.autocast(device.type, enabled=False):  # significance and terms in float32
+                    sig, values = self.branch_terms(branch, s, t, assigned, adapted, same_kind)
+            if sig is not None:
+                significance[branch.name or "detect"] = sig
+            terms = terms + torch.stack([values[0], values[1] * branch.gain, values[2] * branch.gain])
+        terms = terms * scale
+        items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
+        return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
+
+    def __call__(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0):
+        """``compute()`` as Ultralytics' ``(loss, items)`` pair."""
+        step = self.compute(det, preds, batch, t_preds, scale)
+        return step.loss, step.items
 
     def branch_terms(
-        self, crit: Any, s: dict, t: dict, assigned: tuple, batch: dict, adapted: list[torch.Tensor] | None
-    ) -> torch.Tensor:
-        """Weighted (feature, class, box) terms of one head branch -> (3,) tensor, already multiplied by the lambdas.
+        self, branch: Branch, s: dict, t: dict, assigned: Assigned, adapted: list | None, same_kind: bool
+    ) -> tuple[Significance | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Significance and weighted (feature, class, box) terms of one branch, already multiplied by the lambdas.
 
         ``adapted`` holds the adapted student features for the branch that carries the feature term, else None.
+        ``same_kind`` is False for a one-to-one (NMS-free) student branch taught by a teacher without one: its
+        anchors then follow ``one2one_mode`` (only the student's one-to-one positives, none, or all).
         """
-        cfg = self.cfg
-        fg_mask, gt_idx, _, anchors, strides = assigned
-        weight = self.weights(crit, s, t, Assignment(fg_mask, gt_idx), batch, anchors, strides)
-        (rs, rt), zero = self.reg_max, weight.new_zeros(())
-
-        feat = zero
+        cfg, zero = self.cfg, assigned.loss.new_zeros(())
+        if not same_kind and cfg.one2one_mode == "off":
+            return None, (zero, zero, zero)
+        sig = self.significance(branch, s, t, assigned)
+        weight = sig.weight if same_kind or cfg.one2one_mode == "all" else sig.weight * assigned.fg_mask
+        (rs, rt) = self.reg_max
+        feat = cls = box = zero
         if adapted is not None:
             feat = losses.weighted_mean(losses.feature_distance(adapted, t["feats"]), weight)
-        cls = zero
         if cfg.lambda_cls > 0:
             kl = losses.binary_kl(s["scores"].permute(0, 2, 1), t["scores"].permute(0, 2, 1), cfg.temperature)
             cls = losses.weighted_mean(kl, weight)
-        box = zero
         if cfg.lambda_box > 0:
             if rs == rt > 1:
                 d = losses.dfl_kl(losses.split_bins(s["boxes"], rs), losses.split_bins(t["boxes"], rt), cfg.temperature)
             else:
                 ds, dt = losses.expected_distance(s["boxes"], rs), losses.expected_distance(t["boxes"], rt)
-                d = losses.box_iou_distance(ds, dt, anchors) if cfg.box_r1 == "iou" else losses.distance_l1(ds, dt)
+                iou = cfg.box_r1 == "iou"
+                d = losses.box_iou_distance(ds, dt, assigned.anchors) if iou else losses.distance_l1(ds, dt)
             box = losses.weighted_mean(d, weight)
-        return torch.stack([feat * cfg.lambda_feat, cls * cfg.lambda_cls, box * cfg.lambda_box])
+        return sig, (feat * cfg.lambda_feat, cls * cfg.lambda_cls, box * cfg.lambda_box)
 
     @torch.no_grad()
-    def weights(
-        self,
-        crit: Any,
-        s: dict,
-        t: dict,
-        s_assigned: Assignment,
-        batch: dict,
-        anchors: torch.Tensor,
-        strides: torch.Tensor,
-    ) -> torch.Tensor:
-        """Per-anchor distillation weights from both models' dual-task importance -> (B, A)."""
+    def significance(self, branch: Branch, s: dict, t: dict, assigned: Assigned) -> Significance:
+        """Both models' dual-task importance on one branch, each from its own outputs and its own assignment.
+
+        The student's assignment is the one Ultralytics' loss just made; the teacher's comes from the same branch's
+        assigner run on the teacher's predictions (or, with ``reg_score=iou``, from neither: max-IoU matching).
+        """
         cfg, (rs, rt) = self.cfg, self.reg_max
-        gt = ground_truth(crit, batch, s["feats"])
-        s_logits, t_logits = s["scores"].permute(0, 2, 1).float(), t["scores"].permute(0, 2, 1).float()
-        s_boxes = dist2bbox(losses.expected_distance(s["boxes"], rs), anchors, xywh=False) * strides
+        gt = GroundTruth(assigned.gt_labels, assigned.gt_boxes, assigned.gt_mask)
+        anchors, strides = assigned.anchors, assigned.strides
+        s_logits, t_logits = s["scores"].detach().permute(0, 2, 1), t["scores"].permute(0, 2, 1)
+        s_boxes = dist2bbox(losses.expected_distance(s["boxes"].detach(), rs), anchors, xywh=False) * strides
         t_boxes = dist2bbox(losses.expected_distance(t["boxes"], rt), anchors, xywh=False) * strides
+        s_assigned = Assignment(assigned.fg_mask, assigned.gt_idx)
         if cfg.reg_score == "iou":  # fixed-IoU ablation: no assigner anywhere, max-IoU matching for both models
-            s_assigned = Assignment(torch.zeros_like(s_assigned.fg_mask), s_assigned.gt_idx)
-            t_assigned = s_assigned
+            s_assigned = t_assigned = Assignment(torch.zeros_like(assigned.fg_mask), assigned.gt_idx)
         else:
-            _, _, _, fg, idx = crit.assigner(
-                t_logits.sigmoid(),
+            _, _, _, fg, idx = branch.criterion.assigner(
+                t_logits.float().sigmoid(),
                 t_boxes,
                 anchors * strides,
                 gt.labels.unsqueeze(-1).float(),
@@ -191,9 +198,5 @@ class TSDLoss:
                 gt.mask.unsqueeze(-1).float(),
             )
             t_assigned = Assignment(fg.bool(), idx)
-        imp_t = significance.importance(t_logits, t_boxes, t_assigned, gt, cfg)
-        imp_s = significance.importance(s_logits, s_boxes, s_assigned, gt, cfg)
-        region = significance.regions(imp_t, imp_s, cfg)
-        weight = significance.anchor_weights(region, anchor_levels(s["feats"]), len(s["feats"]), imp_t, cfg)
-        self.last = {"imp_t": imp_t, "imp_s": imp_s, "region": region, "weight": weight}
-        return weight
+        sizes = [f.shape[2] * f.shape[3] for f in s["feats"]]
+        return assess(t_logits, t_boxes, t_assigned, s_logits, s_boxes, s_assigned, gt, sizes, cfg)

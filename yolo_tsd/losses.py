@@ -21,20 +21,27 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 def feature_distance(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
     """Per-location MSE averaged over channels, levels concatenated in anchor order.
 
+    Each level's inputs stay in their own precision (a float16 teacher pyramid is not copied to float32): the
+    squared difference is computed in the promoted type, one level at a time, and only the (B, H*W) means are kept.
+
     Args:
         student (list[torch.Tensor]): Adapted student features, one (B, C_t, H, W) per level.
         teacher (list[torch.Tensor]): Teacher features, same shapes.
 
     Returns:
-        (torch.Tensor): (B, A) distances.
+        (torch.Tensor): (B, A) float32 distances.
     """
-    return torch.cat([(s.float() - t.float()).pow(2).mean(1).flatten(1) for s, t in zip(student, teacher)], 1)
+    return torch.cat(
+        [F.mse_loss(s, t, reduction="none").mean(1).flatten(1).float() for s, t in zip(student, teacher)], 1
+    )
 
 
 def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Binary KL(sigmoid(z_T/tau) || sigmoid(z_S/tau)) summed over classes, times ``tau**2``.
 
-    The head is trained with per-class BCE, so each class is its own Bernoulli variable.
+    The head is trained with per-class BCE, so each class is its own Bernoulli variable. Computed as the cross
+    entropy of the student against the teacher's probabilities minus the teacher's own entropy (no gradient), with
+    PyTorch's fused BCE-with-logits: autograd keeps only the logits and the target, not the intermediates.
 
     Args:
         student_logits (torch.Tensor): (B, A, C).
@@ -44,10 +51,13 @@ def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: f
     Returns:
         (torch.Tensor): (B, A) non-negative divergences.
     """
-    zs, zt = student_logits.float() / tau, teacher_logits.float() / tau
-    pt = zt.sigmoid()
-    kl = pt * (F.logsigmoid(zt) - F.logsigmoid(zs)) + (1 - pt) * (F.logsigmoid(-zt) - F.logsigmoid(-zs))
-    return kl.clamp(min=0).sum(-1) * tau**2
+    zs = student_logits.float() / tau if tau != 1 else student_logits.float()
+    with torch.no_grad():
+        zt = teacher_logits.float() / tau
+        pt = zt.sigmoid()
+        entropy = F.binary_cross_entropy_with_logits(zt, pt, reduction="none").sum(-1)
+    cross = F.binary_cross_entropy_with_logits(zs, pt, reduction="none").sum(-1)
+    return (cross - entropy).clamp(min=0) * tau**2
 
 
 def dfl_kl(student_bins: torch.Tensor, teacher_bins: torch.Tensor, tau: float = 1.0) -> torch.Tensor:

@@ -3,6 +3,10 @@
 Shapes: ``B`` images, ``A`` anchors (all head levels concatenated, level-major as the Detect head orders them),
 ``C`` classes, ``G`` padded ground-truth boxes per image. Boxes are pixel ``xyxy``. Everything here runs without
 gradient and in float32, whatever the surrounding autocast.
+
+Built for GPU-scale batches: no function reads a value back to the host (no ``item``, no boolean-mask indexing, no
+tensors built from Python lists), and the anchor-by-ground-truth IoU is computed in chunks, so the extra memory is
+O(B·A) plus one chunk of at most ``CHUNK_ELEMENTS`` pairs, whatever the batch size and box count.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from .config import TSDConfig
 
 HIGH, MID, LOW = 0, 1, 2  # region ids
+CHUNK_ELEMENTS = 1 << 23  # anchor x ground-truth pairs per IoU chunk (a few 32 MB float32 temporaries)
 
 
 @dataclass
@@ -34,7 +39,7 @@ class GroundTruth:
 
 @dataclass
 class Assignment:
-    """One model's label assignment (from its own predictions) and its overlap with the ground truth.
+    """One model's label assignment (from its own predictions).
 
     Attributes:
         fg_mask (torch.Tensor): (B, A) True where the assigner made the anchor a positive.
@@ -43,6 +48,27 @@ class Assignment:
 
     fg_mask: torch.Tensor
     gt_idx: torch.Tensor
+
+
+@dataclass
+class Significance:
+    """Where and how much one head branch is distilled in one step (every tensor (B, A), detached).
+
+    Attributes:
+        imp_t (torch.Tensor): Teacher importance ``Sr * Sc``.
+        imp_s (torch.Tensor): Student importance.
+        key (torch.Tensor): Key area (bool).
+        weak (torch.Tensor): Weak area (bool).
+        region (torch.Tensor): Region ids (``HIGH``, ``MID``, ``LOW``).
+        weight (torch.Tensor): Per-anchor distillation weight.
+    """
+
+    imp_t: torch.Tensor
+    imp_s: torch.Tensor
+    key: torch.Tensor
+    weak: torch.Tensor
+    region: torch.Tensor
+    weight: torch.Tensor
 
 
 def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> torch.Tensor:
@@ -58,23 +84,39 @@ def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> tor
     """
     b = boxes.float().unsqueeze(2)  # B, A, 1, 4
     g = gt.boxes.float().unsqueeze(1)  # B, 1, G, 4
-    wh = (torch.minimum(b[..., 2:], g[..., 2:]) - torch.maximum(b[..., :2], g[..., :2])).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
+    iw = (torch.minimum(b[..., 2], g[..., 2]) - torch.maximum(b[..., 0], g[..., 0])).clamp_(min=0)
+    ih = (torch.minimum(b[..., 3], g[..., 3]) - torch.maximum(b[..., 1], g[..., 1])).clamp_(min=0)
+    inter = iw.mul_(ih)
     area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
     area_g = (g[..., 2] - g[..., 0]).clamp(min=0) * (g[..., 3] - g[..., 1]).clamp(min=0)
-    iou = inter / (area_b + area_g - inter + eps)
-    return iou * gt.mask.unsqueeze(1)
+    union = (area_b + area_g).sub_(inter).add_(eps)
+    return inter.div_(union).mul_(gt.mask.unsqueeze(1))
+
+
+def max_iou(boxes: torch.Tensor, gt: GroundTruth, chunk: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best IoU of each anchor box with its image's ground truth, and that box's index, in chunks of anchors.
+
+    Args:
+        boxes (torch.Tensor): (B, A, 4) pixel xyxy.
+        gt (GroundTruth): Padded ground truth with G >= 1 columns.
+        chunk (int): At most this many (image, anchor, box) triples per chunk (sizes come from shapes: no host sync).
+
+    Returns:
+        (tuple): (B, A) best IoU and (B, A) index of that ground truth.
+    """
+    b, a = boxes.shape[:2]
+    step = max(1, chunk // max(1, b * gt.boxes.shape[1]))
+    parts = [pairwise_iou(boxes[:, i : i + step], gt).max(-1) for i in range(0, a, step)]
+    return torch.cat([p.values for p in parts], 1), torch.cat([p.indices for p in parts], 1)
 
 
 def score3(high: torch.Tensor, mid: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
     """Map boolean masks to ``score_high`` where ``high``, else ``score_mid`` where ``mid``, else ``score_low``."""
-    out = torch.full(high.shape, cfg.score_low, device=high.device)
-    out[mid] = cfg.score_mid
-    out[high] = cfg.score_high
-    return out
+    low = torch.full(high.shape, cfg.score_low, device=high.device)
+    return torch.where(high, cfg.score_high, torch.where(mid, cfg.score_mid, low))
 
 
-def regression_score(fg_mask: torch.Tensor, max_iou: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
+def regression_score(fg_mask: torch.Tensor, best_iou: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
     """Regression score ``Sr``: high for a positive, mid if its box overlaps a ground truth above ``iou_neg``.
 
     With ``reg_score='iou'`` a positive is any anchor whose box has IoU >= ``iou_pos`` with a ground truth
@@ -82,21 +124,21 @@ def regression_score(fg_mask: torch.Tensor, max_iou: torch.Tensor, cfg: TSDConfi
 
     Args:
         fg_mask (torch.Tensor): (B, A) assigner positives of this model.
-        max_iou (torch.Tensor): (B, A) best IoU of this model's box with any ground truth.
+        best_iou (torch.Tensor): (B, A) best IoU of this model's box with any ground truth.
         cfg (TSDConfig): Settings.
 
     Returns:
         (torch.Tensor): (B, A) scores.
     """
-    positive = max_iou >= cfg.iou_pos if cfg.reg_score == "iou" else fg_mask
-    return score3(positive, max_iou > cfg.iou_neg, cfg)
+    positive = best_iou >= cfg.iou_pos if cfg.reg_score == "iou" else fg_mask
+    return score3(positive, best_iou > cfg.iou_neg, cfg)
 
 
 def top_confidence(conf: torch.Tensor, frac: float) -> torch.Tensor:
     """Mark the ``ceil(frac * A)`` most confident anchors of each image.
 
     Args:
-        conf (torch.Tensor): (B, A) max class probability.
+        conf (torch.Tensor): (B, A) max class probability (or any monotonic function of it, e.g. the max logit).
         frac (float): Fraction of anchors to mark.
 
     Returns:
@@ -121,8 +163,8 @@ def classification_score(
     Returns:
         (torch.Tensor): (B, A) scores.
     """
-    conf, pred_cls = logits.float().sigmoid().max(-1)
-    top = top_confidence(conf, cfg.top_frac)
+    best_logit, pred_cls = logits.max(-1)  # sigmoid is monotonic: ranking logits ranks probabilities, no (B, A, C) copy
+    top = top_confidence(best_logit.float(), cfg.top_frac)
     right = has_match & (pred_cls == matched_cls)
     return score3(top & right, top | right, cfg)
 
@@ -144,16 +186,16 @@ def importance(
     Returns:
         (torch.Tensor): (B, A) importance.
     """
-    if gt.boxes.shape[1] == 0:  # no ground truth in the whole batch
-        max_iou = torch.zeros(boxes.shape[:2], device=boxes.device)
-        matched_cls = torch.full_like(max_iou, -1, dtype=torch.long)
+    if gt.boxes.shape[1] == 0:  # no ground truth in the whole batch (a shape: known on the host)
+        best_iou = torch.zeros(boxes.shape[:2], device=boxes.device)
+        matched_cls = torch.full_like(best_iou, -1, dtype=torch.long)
     else:
-        max_iou, best = pairwise_iou(boxes, gt).max(-1)
+        best_iou, best = max_iou(boxes, gt)
         idx = torch.where(assigned.fg_mask, assigned.gt_idx, best)
         matched_cls = gt.labels.long().gather(1, idx)
-    has_match = assigned.fg_mask | (max_iou > 0)
-    ones = torch.full_like(max_iou, cfg.single_task_value)
-    sr = regression_score(assigned.fg_mask, max_iou, cfg) if cfg.importance != "cls" else ones
+    has_match = assigned.fg_mask | (best_iou > 0)
+    ones = torch.full_like(best_iou, cfg.single_task_value)
+    sr = regression_score(assigned.fg_mask, best_iou, cfg) if cfg.importance != "cls" else ones
     sc = classification_score(logits, matched_cls, has_match, cfg) if cfg.importance != "reg" else ones
     return sr * sc
 
@@ -171,23 +213,18 @@ def key_weak_areas(imp_t: torch.Tensor, imp_s: torch.Tensor, cfg: TSDConfig) -> 
     return key, (diff.abs() if cfg.weak_mode == "abs" else diff) >= cfg.weak_thresh
 
 
-def regions(imp_t: torch.Tensor, imp_s: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
+def regions(key: torch.Tensor, weak: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
     """Split anchors into high / medium / low regions from the key area K and the weak area W.
 
-    ``K = I_T >= key_thresh``; ``W = I_T - I_S >= weak_thresh`` (``|.|`` with ``weak_mode='abs'``, empty with
-    ``'off'``). Three-way: high = K and W, medium = K xor W, low = rest. Binary: high = K or W, low = rest.
+    Three-way: high = K and W, medium = K xor W, low = rest. Binary: high = K or W, low = rest.
 
     Returns:
         (torch.Tensor): (B, A) region ids (``HIGH``, ``MID``, ``LOW``).
     """
-    key, weak = key_weak_areas(imp_t, imp_s, cfg)
-    region = torch.full(key.shape, LOW, dtype=torch.long, device=key.device)
+    low = torch.full(key.shape, LOW, dtype=torch.long, device=key.device)
     if cfg.split == "binary":
-        region[key | weak] = HIGH
-    else:
-        region[key ^ weak] = MID
-        region[key & weak] = HIGH
-    return region
+        return torch.where(key | weak, HIGH, low)
+    return torch.where(key & weak, HIGH, torch.where(key ^ weak, MID, low))
 
 
 def anchor_weights(
@@ -205,9 +242,50 @@ def anchor_weights(
     Returns:
         (torch.Tensor): (B, A) non-negative weights.
     """
-    w = torch.tensor([cfg.w_high, cfg.w_mid, cfg.w_low], device=region.device)[region]
+    low = torch.full(region.shape, cfg.w_low, device=region.device)
+    w = torch.where(region == HIGH, cfg.w_high, torch.where(region == MID, cfg.w_mid, low))
     bucket = level.view(1, -1) * 3 + region  # (B, A): one bucket per level and region
     counts = torch.zeros(region.shape[0], n_levels * 3, device=region.device)
     counts.scatter_add_(1, bucket, torch.ones_like(w))
     w = w / counts.gather(1, bucket)
     return w * imp_t if cfg.continuous else w
+
+
+def anchor_levels(sizes: list[int], device: torch.device) -> torch.Tensor:
+    """Head level of each anchor, in the Detect head's anchor order, from the per-level anchor counts -> (A,)."""
+    return torch.cat([torch.full((n,), i, device=device, dtype=torch.long) for i, n in enumerate(sizes)])
+
+
+def assess(
+    t_logits: torch.Tensor,
+    t_boxes: torch.Tensor,
+    t_assigned: Assignment,
+    s_logits: torch.Tensor,
+    s_boxes: torch.Tensor,
+    s_assigned: Assignment,
+    gt: GroundTruth,
+    level_sizes: list[int],
+    cfg: TSDConfig,
+) -> Significance:
+    """Both models' importance, the key and weak areas, regions and per-anchor weights of one head branch.
+
+    Args:
+        t_logits (torch.Tensor): (B, A, C) teacher class logits.
+        t_boxes (torch.Tensor): (B, A, 4) teacher boxes, pixel xyxy.
+        t_assigned (Assignment): The teacher's assignment, from its own predictions.
+        s_logits (torch.Tensor): (B, A, C) student class logits.
+        s_boxes (torch.Tensor): (B, A, 4) student boxes, pixel xyxy.
+        s_assigned (Assignment): The student's assignment, from its own predictions.
+        gt (GroundTruth): Padded ground truth.
+        level_sizes (list[int]): Anchors per head level, in anchor order.
+        cfg (TSDConfig): Settings.
+
+    Returns:
+        (Significance): Everything the terms and the pictures need.
+    """
+    imp_t = importance(t_logits, t_boxes, t_assigned, gt, cfg)
+    imp_s = importance(s_logits, s_boxes, s_assigned, gt, cfg)
+    key, weak = key_weak_areas(imp_t, imp_s, cfg)
+    region = regions(key, weak, cfg)
+    weight = anchor_weights(region, anchor_levels(level_sizes, imp_t.device), len(level_sizes), imp_t, cfg)
+    return Significance(imp_t=imp_t, imp_s=imp_s, key=key, weak=weak, region=region, weight=weight)

@@ -6,7 +6,6 @@ Loading a ``.pt`` file unpickles Python objects, which can run code: only pass c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from ultralytics.nn.modules.head import Detect
@@ -14,11 +13,7 @@ from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER
 
 from .checks import resolve_weights
-
-
-def head_channels(model: torch.nn.Module) -> list[int]:
-    """Widths of the neck features that feed the Detect head, one per level."""
-    return [branch[0].conv.in_channels for branch in model.model[-1].cv2]
+from .ultralytics_internals import fuse_keep_branches, head, raw_outputs
 
 
 def names_list(names: dict | list) -> list[str]:
@@ -40,13 +35,12 @@ class Teacher:
 
     def __init__(self, model: torch.nn.Module, path: str = ""):
         """Freeze ``model`` and keep it in eval mode."""
-        head = model.model[-1]
-        if type(head) is not Detect:
+        if type(head(model)) is not Detect:
             raise TypeError(
                 f"teacher={path or type(model).__name__} is not a detection model: its head is "
-                f"{type(head).__name__}, not Detect. Pass a checkpoint trained with task=detect."
+                f"{type(head(model)).__name__}, not Detect. Pass a checkpoint trained with task=detect."
             )
-        self.model = fuse(model.float().eval())
+        self.model = fuse_keep_branches(model.float().eval())
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.path = path
@@ -70,7 +64,7 @@ class Teacher:
     @property
     def head(self) -> Detect:
         """The teacher's Detect head."""
-        return self.model.model[-1]
+        return head(self.model)
 
     @property
     def names(self) -> list[str]:
@@ -88,7 +82,7 @@ class Teacher:
         return self
 
     def set_half(self) -> None:
-        """Store the weights in float16, channels-last; inputs are converted and outputs come back as float32."""
+        """Store the weights in float16, channels-last; inputs are converted, outputs stay float16 (the terms cast)."""
         self.model.half().to(memory_format=torch.channels_last)
         self.half = True
 
@@ -103,7 +97,7 @@ class Teacher:
 
     def check_student(self, student: torch.nn.Module) -> None:
         """Raise a ``ValueError`` if the student's head levels (strides) differ from the teacher's."""
-        ts, ss = self.head.stride.tolist(), student.model[-1].stride.tolist()
+        ts, ss = self.head.stride.tolist(), head(student).stride.tolist()
         if ts != ss:
             raise ValueError(
                 f"teacher and student have different head levels: teacher strides {ts} vs student strides {ss}. "
@@ -111,49 +105,11 @@ class Teacher:
             )
 
     def __call__(self, images: torch.Tensor) -> dict:
-        """Run on a preprocessed batch; returns the head's training-format outputs (no decoding, no NMS)."""
-        if not self.half:
-            return raw_outputs(self.model, images)
-        return to_float(raw_outputs(self.model, images.half().contiguous(memory_format=torch.channels_last)))
+        """Run on a preprocessed batch; returns the head's training-format outputs (no decoding, no NMS).
 
-
-def fuse(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold BatchNorm into the convolutions with Ultralytics' ``fuse()``: same outputs, cheaper forward.
-
-    Every head branch is kept: Ultralytics' inference fusion drops the one-to-many branch of end-to-end heads, which
-    the distillation reads.
-    """
-    head = model.model[-1]
-    head.fuse = lambda: None  # instance attribute: shadows Detect.fuse for this call only
-    try:
-        model.fuse(verbose=False)
-    finally:
-        del head.fuse
-    return model
-
-
-def to_float(outputs: Any) -> Any:
-    """Float16 tensors in a nest of dicts, lists and tuples as float32."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs.float()
-    if isinstance(outputs, dict):
-        return {k: to_float(v) for k, v in outputs.items()}
-    if isinstance(outputs, (list, tuple)):
-        return type(outputs)(to_float(v) for v in outputs)
-    return outputs
-
-
-@torch.no_grad()
-def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> dict:
-    """Run an eval-mode detection model and return its head's raw training-format outputs, without gradient.
-
-    Only the head's own ``training`` flag is flipped: it then skips decoding and NMS, while every BatchNorm stays in
-    eval mode (running statistics, untouched).
-    """
-    model.eval()
-    head = model.model[-1]
-    head.training = True
-    try:
-        return model(images)
-    finally:
-        head.training = False
+        The outputs keep the teacher's precision: a float16 teacher's feature pyramid is not copied to float32 here
+        (at batch 64 and 640 px a yolov8x pyramid is ~0.5 GB); each term casts what it needs.
+        """
+        if self.half:
+            images = images.half().contiguous(memory_format=torch.channels_last)
+        return raw_outputs(self.model, images)

@@ -1,7 +1,9 @@
 """``TSDTrainer``: Ultralytics' ``DetectionTrainer`` with a frozen teacher and task-significance distillation.
 
-The student stays a plain Ultralytics ``DetectionModel`` throughout: the teacher and the feature adapters live on the
-trainer and in the training-only criterion, so the EMA, ``last.pt`` and ``best.pt`` hold the student alone.
+During training ``trainer.model`` is a ``TSDModel`` (student + feature adapters, the teacher referenced), so
+Ultralytics' own machinery (DDP, optimizer, clipping, AMP) covers the adapters, while the EMA and ``best.pt`` hold
+the plain student. ``last.pt`` carries the adapters' weights under its own key while a run is resumable, as a plain
+tensor dict that plain Ultralytics ignores; the key is removed when training ends.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 from ultralytics.cfg import cfg2dict, check_dict_alignment
 from ultralytics.models import yolo
 from ultralytics.models.yolo.detect import DetectionTrainer
@@ -22,12 +25,13 @@ from ultralytics.utils.torch_utils import unwrap_model
 
 from .checks import check_data, resolve_weights
 from .config import PREFIX, TSDConfig
-from .criterion import TSDLoss
-from .losses import FeatureAdapters
-from .teacher import Teacher, head_channels
+from .model import TSDModel
+from .teacher import Teacher
+from .ultralytics_internals import NanRecoveryHook, check_version, merge_param_groups
 from .visualize import plot_losses, render_batch
 
-ADAPTERS_FILE = "tsd_adapters.pt"  # beside last.pt: the adapters' weights, for resume; never inside the student
+CKPT_KEY = "tsd"  # in last.pt while a run is resumable: {"adapters": state dict, "epoch": int}; plain tensors only
+OLD_ADAPTERS_FILE = "tsd_adapters.pt"  # where yolo_tsd 0.1 kept the adapters, beside last.pt (read on resume)
 
 
 def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
@@ -48,7 +52,7 @@ def update_schedule(trainer: TSDTrainer) -> None:
     A plain function, not a bound method: Ultralytics pickles the callbacks into its DDP relaunch, and a bound method
     would carry the parent trainer (and its teacher) into every worker.
     """
-    trainer.criterion.scale = trainer.schedule_scale(trainer.epoch)
+    trainer.tsd_model.scale = trainer.schedule_scale(trainer.epoch)
 
 
 def plot_significance(trainer: TSDTrainer) -> None:
@@ -84,20 +88,6 @@ def plot_loss_curves(trainer: TSDTrainer) -> None:
         plot_losses(trainer.csv, trainer.save_dir / "tsd_losses.png")
 
 
-def broadcast_parameters(module: torch.nn.Module) -> None:
-    """Give every DDP rank rank 0's values (each rank is seeded differently), as DDP does for the modules it wraps."""
-    for p in module.parameters():
-        torch.distributed.broadcast(p.data, 0)
-
-
-def sync_gradients(module: torch.nn.Module, world_size: int) -> None:
-    """Average ``module``'s gradients over the DDP ranks, as DDP does for the modules it wraps."""
-    for p in module.parameters():
-        if p.grad is not None:
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= world_size
-
-
 CALLBACKS = (
     ("on_train_epoch_start", update_schedule),
     ("on_fit_epoch_end", plot_significance),
@@ -106,7 +96,7 @@ CALLBACKS = (
 PLOT_IMAGES = 2  # validation images drawn by plot_significance
 
 
-class TSDTrainer(DetectionTrainer):
+class TSDTrainer(NanRecoveryHook, DetectionTrainer):
     """Distil a frozen YOLO teacher into a YOLO student with task-significance distillation.
 
     Every ``yolo train`` argument works as in Ultralytics. Extra keys: ``teacher`` (path to the teacher ``.pt``),
@@ -134,6 +124,7 @@ class TSDTrainer(DetectionTrainer):
         tsd: str | Path | dict | TSDConfig | None = None,
     ):
         """Check every input that can be checked before Ultralytics creates the run folder, then set up the run."""
+        check_version()
         overrides, o_teacher, o_tsd, singles = split_overrides(overrides or {})
         teacher, tsd = o_teacher or teacher, o_tsd if o_tsd is not None else tsd
         if overrides.get("resume") is True and str(overrides.get("model", "")).endswith(".pt"):
@@ -161,6 +152,9 @@ class TSDTrainer(DetectionTrainer):
                 resolve_weights(model, "model")  # fail fast instead of Ultralytics' download attempts
             check_data(overrides.get("data") or "")
         self.teacher = Teacher.load(teacher)
+        if overrides.get("compile"):  # as Ultralytics does for its own distillation: the teacher runs eagerly
+            LOGGER.warning(f"{colorstr('tsd:')} compile is not supported with distillation and is disabled")
+            overrides["compile"] = False
 
         super().__init__(cfg, overrides, _callbacks)
         with self.clean_up_on_error():
@@ -168,7 +162,7 @@ class TSDTrainer(DetectionTrainer):
         self.args.teacher, self.args.tsd = self.teacher.path, self.tsd.to_dict()  # survive DDP relaunch and resume
         if RANK in {-1, 0}:
             YAML.save(self.save_dir / "args.yaml", vars(self.args))
-        self.adapters: FeatureAdapters | None = None
+        self.tsd_model: TSDModel | None = None  # trainer.model during training (wrapped by DDP on several GPUs)
         for event, callback in CALLBACKS:  # plain functions, registered once: a DDP relaunch brings them along
             if callback not in self.callbacks[event]:
                 self.add_callback(event, callback)
@@ -196,44 +190,46 @@ class TSDTrainer(DetectionTrainer):
                 shutil.rmtree(self.save_dir, ignore_errors=True)
             raise
 
-    def setup_model(self):
-        """Build the student as Ultralytics does, check it against the teacher, and create the feature adapters."""
-        ckpt = super().setup_model()
+    def set_model_attributes(self):
+        """Ultralytics' model attributes, then wrap the student for distillation (before DDP, EMA and the optimizer).
+
+        ``trainer.model`` becomes the ``TSDModel``; resuming restores its adapters from the checkpoint.
+        """
+        super().set_model_attributes()
+        student = self.model.student if isinstance(self.model, TSDModel) else self.model
         with self.clean_up_on_error():
-            self.teacher.check_student(self.model)
+            self.teacher.check_student(student)
         self.teacher.to(self.device, half=self.tsd.teacher_half)
-        self.adapters = FeatureAdapters(head_channels(self.model), head_channels(self.teacher.model)).to(self.device)
-        return ckpt
-
-    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
-        """Ultralytics' optimizer for the student, plus param groups for the adapters, with the student's settings."""
-        optimizer = super().build_optimizer(model, name, lr, momentum, decay, iterations)
-        named = list(self.adapters.named_parameters())
-        for kind in ("weight", "bias"):
-            params = [p for n, p in named if n.endswith("bias") == (kind == "bias")]
-            template = next((g for g in reversed(optimizer.param_groups) if g.get("param_group") == kind), None)
-            if params and template is not None:
-                optimizer.add_param_group({**{k: v for k, v in template.items() if k != "params"}, "params": params})
-        return optimizer
-
-    def _setup_train(self):
-        """Ultralytics' setup, then install the distillation criterion on the student (after the EMA copy exists)."""
-        super()._setup_train()
-        student = unwrap_model(self.model)
-        self.criterion = TSDLoss(
-            student, self.teacher, self.adapters, self.tsd, det=getattr(student, "criterion", None)
-        )
-        student.criterion = self.criterion
+        self.tsd_model = self.model = TSDModel(student, self.teacher, self.tsd)
         if self.resume:
-            self.load_adapters()
-        if self.world_size > 1 and torch.distributed.is_initialized():
-            broadcast_parameters(self.adapters)
+            self.restore_adapters(Path(self.args.resume))
         n_teacher = sum(p.numel() for p in self.teacher.model.parameters())
-        n_adapters = sum(p.numel() for p in self.adapters.parameters())
+        n_adapters = sum(p.numel() for p in self.tsd_model.adapters.parameters())
         LOGGER.info(
             f"{colorstr('tsd:')} teacher {self.teacher.path} ({n_teacher:,} params, frozen), "
             f"adapters {n_adapters:,} params, {self.tsd}"
         )
+
+    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
+        """Ultralytics' optimizer over the student and the adapters, grouped by Ultralytics' own rules.
+
+        Ultralytics groups the parameters of ``unwrap_model(model)`` — the student alone for a ``TSDModel`` — so it is
+        given a view that holds both (the student's layers first, under the name ``model`` its head lookup expects).
+        """
+        view = nn.Module()
+        view.model, view.adapters = unwrap_model(model).model, self.tsd_model.adapters
+        return super().build_optimizer(view, name, lr, momentum, decay, iterations)
+
+    def resume_training(self, ckpt):
+        """Ultralytics' resume, after upgrading an optimizer state of yolo_tsd 0.1 (adapters in extra groups)."""
+        if ckpt is not None and self.resume and ckpt.get("optimizer") is not None:
+            saved = ckpt["optimizer"]
+            if len(saved["param_groups"]) != len(self.optimizer.param_groups) and not merge_param_groups(
+                saved, self.optimizer
+            ):
+                LOGGER.warning(f"{colorstr('tsd:')} the checkpoint's optimizer state does not fit; it starts anew")
+                ckpt["optimizer"] = None
+        super().resume_training(ckpt)
 
     def schedule_scale(self, epoch: int) -> float:
         """Factor on the distillation terms in ``epoch`` (warm-up, optional stop for the close_mosaic epochs)."""
@@ -249,36 +245,50 @@ class TSDTrainer(DetectionTrainer):
             self.test_loader, save_dir=self.save_dir, args=args, _callbacks=self.callbacks
         )
 
-    def optimizer_step(self):
-        """Average and clip the adapters' gradients (they are outside the DDP module and the student), then step."""
-        if self.world_size > 1 and torch.distributed.is_initialized():
-            sync_gradients(self.adapters, self.world_size)
-        # Ultralytics clips the student's gradients to norm 10 after unscaling; clip the adapters' alike (the norm of
-        # the still-scaled gradients is the scale times the unscaled one)
-        scale = self.scaler.get_scale() if self.scaler.is_enabled() else 1.0
-        torch.nn.utils.clip_grad_norm_(self.adapters.parameters(), max_norm=10.0 * scale)
-        super().optimizer_step()
-
     def save_model(self):
-        """Save Ultralytics' checkpoints (student only), and the adapters beside them for resume."""
+        """Ultralytics' checkpoints (the EMA student), then the adapters into ``last.pt`` under ``CKPT_KEY``.
+
+        ``best.pt`` is left exactly as Ultralytics wrote it. ``last.pt`` gets a plain dict of tensors, which plain
+        Ultralytics ignores when it loads the file.
+        """
         saved = super().save_model()
-        torch.save(
-            {"epoch": self.epoch, "adapters": self.adapters.state_dict(), "tsd": self.tsd.to_dict()},
-            self.wdir / ADAPTERS_FILE,
-        )
+        if saved:
+            ckpt = torch.load(self.last, map_location="cpu", weights_only=False)
+            ckpt[CKPT_KEY] = self.adapters_state()
+            torch.save(ckpt, self.last)
         return saved
 
-    def load_adapters(self) -> None:
-        """Restore the adapters' trained weights when resuming."""
-        path = Path(self.args.resume).with_name(ADAPTERS_FILE) if isinstance(self.args.resume, str) else None
-        if path is None or not path.is_file():
-            LOGGER.warning(f"{colorstr('tsd:')} no {ADAPTERS_FILE} beside the resumed checkpoint: adapters start anew")
+    def adapters_state(self) -> dict:
+        """The adapters' weights (float32 copies on the CPU) and the epoch they belong to."""
+        state = {k: v.detach().float().cpu().clone() for k, v in self.tsd_model.adapters.state_dict().items()}
+        return {"adapters": state, "epoch": self.epoch}
+
+    def final_eval(self):
+        """Remove the adapters from ``last.pt`` (the run is finished: nothing resumes it), then Ultralytics' eval."""
+        if RANK in {-1, 0} and self.last.is_file():
+            ckpt = torch.load(self.last, map_location="cpu", weights_only=False)
+            if ckpt.pop(CKPT_KEY, None) is not None:
+                torch.save(ckpt, self.last)
+        super().final_eval()
+
+    def restore_adapters(self, checkpoint: Path) -> None:
+        """Load the adapters saved with ``checkpoint`` (its ``tsd`` key, or a 0.1 run's side file beside it)."""
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=False) if checkpoint.is_file() else {}
+        saved, source = ckpt.get(CKPT_KEY), checkpoint
+        if saved is None and checkpoint.with_name(OLD_ADAPTERS_FILE).is_file():
+            source = checkpoint.with_name(OLD_ADAPTERS_FILE)
+            saved = torch.load(source, map_location="cpu")
+        if saved is None:
+            LOGGER.warning(f"{colorstr('tsd:')} {checkpoint} holds no adapter weights: the adapters start anew")
             return
-        saved = torch.load(path, map_location=self.device)
-        if saved["epoch"] != self.start_epoch - 1:
+        if saved["epoch"] != ckpt.get("epoch", saved["epoch"]):
             LOGGER.warning(
-                f"{colorstr('tsd:')} {path} holds the adapters of epoch {saved['epoch'] + 1}, the checkpoint is of "
-                f"epoch {self.start_epoch}: resume from weights/last.pt to continue with matching adapters"
+                f"{colorstr('tsd:')} {source} holds the adapters of epoch {saved['epoch'] + 1}, the checkpoint is of "
+                f"epoch {ckpt['epoch'] + 1}: resume from weights/last.pt to continue with matching adapters"
             )
-        self.adapters.load_state_dict(saved["adapters"])
-        LOGGER.info(f"{colorstr('tsd:')} restored adapters from {path}")
+        self.tsd_model.adapters.load_state_dict(saved["adapters"])
+        LOGGER.info(f"{colorstr('tsd:')} restored adapters from {source}")
+
+    def after_recovery(self) -> None:
+        """After Ultralytics' NaN recovery reloaded the student from ``last.pt``, reload the adapters from it too."""
+        self.restore_adapters(self.last)

@@ -8,6 +8,7 @@ epochs at the end (``tsd_losses.png``).
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -16,10 +17,9 @@ import torch
 from ultralytics.utils.ops import xywh2xyxy
 
 from .config import TSDConfig
-from .criterion import TSDLoss
-from .losses import FeatureAdapters
-from .significance import key_weak_areas
-from .teacher import Teacher, head_channels, raw_outputs
+from .model import TSDModel
+from .teacher import Teacher
+from .ultralytics_internals import raw_outputs
 
 PANELS = ("teacher importance", "student importance", "key area", "weak area", "regions: high red, medium orange")
 
@@ -37,13 +37,12 @@ def significance_maps(student: torch.nn.Module, teacher: Teacher, batch: dict, c
     Returns:
         (dict): ``imp_t``, ``imp_s``, ``key``, ``weak``, ``region`` -> list over levels of (B, H, W) numpy arrays.
     """
+    if not cfg.distils:  # the significance does not depend on the weights; one must be on for it to be computed
+        cfg = replace(cfg, lambda_cls=1.0)
     preds = raw_outputs(student, batch["img"])
-    adapters = FeatureAdapters(head_channels(student), head_channels(teacher.model)).to(batch["img"].device)
-    crit = TSDLoss(student, teacher, adapters, cfg)
-    crit(preds, batch)
-    last = crit.last
-    key, weak = key_weak_areas(last["imp_t"], last["imp_s"], cfg)
-    flat = {"imp_t": last["imp_t"], "imp_s": last["imp_s"], "key": key, "weak": weak, "region": last["region"]}
+    step = TSDModel(student, teacher, cfg).step(batch, preds)
+    sig = next(iter(step.significance.values()))  # the dense branch (one-to-many for end-to-end heads)
+    flat = {"imp_t": sig.imp_t, "imp_s": sig.imp_s, "key": sig.key, "weak": sig.weak, "region": sig.region}
     feats = preds["one2many"]["feats"] if "one2many" in preds else preds["feats"]
     sizes = [f.shape[2] * f.shape[3] for f in feats]
     return {
