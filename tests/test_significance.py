@@ -14,6 +14,7 @@ from yolo_tsd.significance import (
     classification_score,
     importance,
     key_weak_areas,
+    max_iou,
     pairwise_iou,
     regions,
     regression_score,
@@ -152,3 +153,20 @@ def test_matched_ground_truth_is_the_assigned_one_for_positives_else_the_max_iou
     imp = importance(logits, boxes, Assignment(fg, gt_idx), gt, CFG)[0]
     assert imp[0] == pytest.approx(2.0 * 2.0)  # right w.r.t. the assigned GT (class 2), not the max-IoU one (0)
     assert imp[1] == pytest.approx(1.5 * 1.5)  # non-positive: matched by IoU to GT 1, class 2 is right, not top
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 10**9])
+def test_chunked_max_iou_equals_the_full_pairwise_max(chunk):
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(3, 50, 2, generator=g) * 100
+    boxes = torch.cat([xy, xy + torch.rand(3, 50, 2, generator=g) * 40], -1)
+    gxy = torch.rand(3, 4, 2, generator=g) * 100
+    gt = GroundTruth(
+        labels=torch.zeros(3, 4, dtype=torch.long),
+        boxes=torch.cat([gxy, gxy + 30], -1),
+        mask=torch.tensor([[True] * 4, [True, True, False, False], [False] * 4]),
+    )
+    full = pairwise_iou(boxes, gt).max(-1)
+    best, idx = max_iou(boxes, gt, chunk=chunk)
+    assert torch.equal(best, full.values) and torch.equal(idx, full.indices)
+    assert (best[2] == 0).all()  # an image whose boxes are all padding matches nothing

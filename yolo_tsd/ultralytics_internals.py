@@ -26,6 +26,7 @@ What is private here, and why we need it:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +44,12 @@ def version_tuple(version: str) -> tuple[int, ...]:
     """``'8.4.190'`` -> ``(8, 4, 190)``; non-numeric suffixes (``'8.4.190.dev0'``, ``'rc1'``) are ignored."""
     parts = []
     for piece in version.split("."):
-        digits = "".join(c for c in piece if c.isdigit()) if piece[:1].isdigit() else ""
+        digits = re.match(r"\d+", piece)
         if not digits:
             break
-        parts.append(int(digits))
+        parts.append(int(digits.group()))
+        if digits.group() != piece:  # '0rc1': the number ends the release part
+            break
     return tuple(parts)
 
 
