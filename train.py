@@ -1,6 +1,8 @@
-"""Distil a YOLO teacher into a YOLO student: ``python train.py help`` explains every argument."""
+"""Distil a YOLO teacher into a YOLO student: ``python train.py help`` lists every argument (same as yolo-tsd)."""
 
-from yolo_tsd.cli import main
+import sys
+
+from yolo_tsd.cli import entrypoint
 
 if __name__ == "__main__":
-    main()
+    sys.exit(entrypoint())

@@ -7,8 +7,9 @@ import sys
 
 import pytest
 
-from yolo_tsd.bench import VARIANTS, as_list, main, summarise
+from yolo_tsd.bench import VARIANTS, as_list, main
 from yolo_tsd.cli import parse
+from yolo_tsd.summary import paired_interval, summarise, table
 
 
 def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, capsys):
@@ -28,14 +29,15 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     assert runs == ["builtin-s0.json", "plain-s0.json", "tsd-s0.json"]
     result = json.loads((tmp_path / "runs" / "tsd-s0.json").read_text())
     assert result["step_s"] > 0 and result["teacher_s"] > 0 and result["terms_s"] > 0 and result["peak_mb"] > 100
+    assert 0 < result["grad_share"] < 1 and len(result["grad_share_per_epoch"]) == 2  # probed every epoch
     assert json.loads((tmp_path / "runs" / "plain-s0.json").read_text())["teacher_s"] == 0
     assert json.loads((tmp_path / "runs" / "builtin-s0.json").read_text())["teacher_s"] > 0  # timed by hooks
     summary = (tmp_path / "summary.md").read_text()
     assert "settings: {'tsd_lambda_cls': 0.5}" in summary  # applied to this method's variants only
-    assert "| tsd | 1 |" in summary and "| builtin | 1 |" in summary and "× built-in" in summary
+    assert "| tsd | 1 |" in summary and "| builtin | 1 |" in summary and "step × built-in" in summary
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert {r["variant"] for r in rows} == {"plain", "builtin", "tsd"}
-    assert float(next(r for r in rows if r["variant"] == "plain")["time_x_plain"]) == 1.0
+    assert float(next(r for r in rows if r["variant"] == "builtin")["time_x_builtin"]) == 1.0
     assert (tmp_path / "summary.png").stat().st_size > 5000
     (tmp_path / "runs" / "plain-s0.json").unlink()  # as if interrupted before plain finished
     capsys.readouterr()
@@ -54,7 +56,7 @@ def test_command_line_lists():
     assert as_list(parse(["seeds=0"])[1]["seeds"]) == ["0"]
 
 
-def test_paired_differences_and_ratios():
+def test_paired_differences_intervals_and_ratios():
     results = [
         {
             "variant": v,
@@ -63,45 +65,58 @@ def test_paired_differences_and_ratios():
             "mAP50": m,
             "step_s": t,
             "peak_mb": 1.0,
-            "teacher_s": 0.5 * t if v != "plain" else 0.0,
+            "teacher_s": 0.5 * t,
             "terms_s": 0.1 * t,
         }
         for v, s, m, t in [
             ("plain", 0, 0.20, 1.0),
             ("plain", 1, 0.30, 1.0),
+            ("plain", 2, 0.25, 1.0),
             ("builtin", 0, 0.21, 2.0),
             ("builtin", 1, 0.31, 2.0),
+            ("builtin", 2, 0.27, 2.0),
             ("tsd", 0, 0.25, 2.2),
             ("tsd", 1, 0.33, 2.2),
+            ("tsd", 2, 0.29, 2.2),
         ]
     ]
-    _, rows = summarise(results, ["plain", "builtin", "tsd"])
+    rows = summarise(results, ["plain", "builtin", "tsd"])
     tsd = next(r for r in rows if r["variant"] == "tsd")
-    assert abs(tsd["d_plain"] - 0.04) < 1e-9 and abs(tsd["d_plain_std"] - 0.0141421356) < 1e-6
-    assert abs(tsd["d_builtin"] - 0.03) < 1e-9
-    assert abs(tsd["time_x_builtin"] - 1.1) < 1e-9 and abs(tsd["time_x_plain"] - 2.2) < 1e-9
-    assert abs(tsd["terms_share"] - 0.1) < 1e-9 and abs(tsd["teacher_share"] - 0.5) < 1e-9
+    # paired differences in points: plain 5, 3, 4 -> mean 4, sd 1, t(0.975, 2) = 4.303: 4 ± 2.484
+    assert abs(tsd["d_plain"] - 4.0) < 1e-9
+    assert abs(tsd["d_plain_lo"] - (4 - 4.303 / 3**0.5)) < 1e-6 and abs(tsd["d_plain_hi"] - (4 + 4.303 / 3**0.5)) < 1e-6
+    assert abs(tsd["d_builtin"] - 8 / 3) < 1e-9 and abs(tsd["time_x_builtin"] - 1.1) < 1e-9
+    assert "+4.00 [+1.52, +6.48]" in table(rows)
+    assert paired_interval([1.0])[1] != paired_interval([1.0])[1]  # one seed: no interval (NaN)
 
 
 def test_help_and_every_ablation_is_a_variant():
     out = subprocess.run([sys.executable, "-m", "yolo_tsd.bench", "help"], capture_output=True, text=True)
     assert out.returncode == 0 and "seeds=" in out.stdout
-    for name in ("plain", "builtin", "tsd", "cls_only", "reg_only", "no_weak", "binary", "feat_only", "logits_only"):
+    names = ("plain", "builtin", "tsd", "uniform", "teacher_score", "fixed_iou", "cls_only", "reg_only", "no_weak")
+    for name in (*names, "binary", "feat_only", "logits_only"):
         assert name in VARIANTS and name in out.stdout
+    for regime in ("shapes", "shapes_tune", "scenes", "finetune", "yolo26"):
+        assert f"  {regime} " in out.stdout
 
 
-def test_training_defaults_follow_the_data(monkeypatch, tmp_path, data_yaml, teacher_pt):
-    """Embedded data: the demo's CPU-sized training; a user's data=: Ultralytics' defaults (imgsz 640, its device)."""
+def test_training_defaults_follow_the_regime_or_the_data(monkeypatch, tmp_path, data_yaml, teacher_pt):
+    """A regime: its own recipe (here the scenes one); a user's data=: Ultralytics' defaults (imgsz 640, its device)."""
     import yolo_tsd.bench as bench
-    import yolo_tsd.demo as demo
+    import yolo_tsd.regimes as regimes
 
     jobs = []
-    monkeypatch.setattr(demo, "demo_inputs", lambda args, common: (data_yaml, teacher_pt))
+    recipe = regimes.REGIMES["scenes"].student
+    monkeypatch.setattr(regimes, "regime_inputs", lambda name, cache, common: (data_yaml, teacher_pt, dict(recipe)))
     monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: jobs.append(json.loads(cmd[-1])))
-    bench.run(seeds=0, variants="plain", project=str(tmp_path / "a"))
-    assert jobs[-1]["train"]["imgsz"] == 128 and jobs[-1]["train"]["nbs"] == 8 and jobs[-1]["train"]["device"] == "cpu"
+    bench.run(regime="scenes", seeds="0,1", variants="plain,builtin", project=str(tmp_path / "a"), dis=1.5)
+    assert jobs[-1]["train"]["imgsz"] == 256 and jobs[-1]["train"]["batch"] == 16 and "nbs" not in jobs[-1]["train"]
+    assert jobs[-1]["train"]["device"] == "cpu" and jobs[-1]["regime"] == "scenes"
+    assert [j["dis"] for j in jobs] == [None, 1.5, None, 1.5]  # the built-in's weight reaches the built-in only
     bench.run(seeds=0, variants="plain", project=str(tmp_path / "b"), data=str(data_yaml), teacher=str(teacher_pt))
     assert not {"imgsz", "nbs", "epochs", "device"} & set(jobs[-1]["train"])
+    with pytest.raises(ValueError, match="unknown regime"):
+        bench.run(regime="nope")
     with pytest.raises(ValueError, match="needs teacher="):
         bench.run(data=str(data_yaml))
     with pytest.raises(FileNotFoundError, match="never downloads"):

@@ -1,5 +1,6 @@
-"""CLI parsing, help, and every refusal before training starts (fast, clear, no run folder left behind)."""
+"""The command line: parsing, help, the installed command, and every refusal (one line, exit 2, no run folder)."""
 
+import os
 import subprocess
 import sys
 import time
@@ -7,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import build_model, save_checkpoint
 from ultralytics.nn.tasks import ClassificationModel
 
-from yolo_tsd import TSDTrainer
-from yolo_tsd.cli import help_text, parse
-from yolo_tsd.config import TSDConfig
+from yolo_tsd.cli import default_cfg_file, entrypoint, help_text, parse
+from yolo_tsd.config import PREFIX, TSDConfig, default_yaml
+from yolo_tsd.errors import UsageError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,100 +25,151 @@ def test_parse_keys_commands_and_bare_booleans():
         {"model": "yolov8n.yaml", "teacher": "t.pt", "epochs": 3, "tsd_split": "binary"},
     )
     assert parse(["demo", "epochs=2"]) == ("demo", {"epochs": 2})
-    assert parse(["help"])[0] == "help"
+    assert parse(["help"])[0] == "help" and parse(["copy-cfg"])[0] == "copy-cfg"
     assert parse(["resume=last.pt"])[1] == {"resume": "last.pt"}
     assert parse(["resume"])[1] == {"resume": True}
-    with pytest.raises(SyntaxError, match="'bogus' is not a command"):
+    with pytest.raises(UsageError, match="'bogus' is not a command"):
         parse(["bogus"])
+    with pytest.raises(UsageError, match="did you mean 'demo'"):
+        parse(["dmo"])
 
 
-def test_help_lists_every_setting_and_the_contract():
+def test_help_lists_every_setting_once_with_its_prefix():
     text = help_text()
     for name in TSDConfig().to_dict():
-        assert f"  {name}: " in text, name
-    for word in ("teacher=", "tsd=", "demo", "resume=", "distill_model"):
+        assert f"  {PREFIX}{name}: " in text, name
+    for word in ("teacher=", "tsd=", "demo", "resume=", "distill_model", "copy-cfg", "yolo-tsd"):
         assert word in text
-    out = subprocess.run([sys.executable, "train.py", "help"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0 and "lambda_feat" in out.stdout
+    assert (
+        text.count("\n  warmup_epochs:") == 0 and f"{PREFIX}warmup_epochs" in text
+    )  # never confused with Ultralytics'
 
 
-def refuse(tmp_path, match, **overrides):
-    """Assert that the trainer refuses these arguments fast, with ``match`` in the message, leaving no run folder."""
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "train.py", "help"],
+        [sys.executable, "-m", "yolo_tsd", "help"],
+        [sys.executable, "-m", "yolo_tsd.cli", "help"],
+        [str(Path(sys.executable).parent / "yolo-tsd"), "help"],
+    ],
+    ids=["train.py", "python -m yolo_tsd", "python -m yolo_tsd.cli", "yolo-tsd"],
+)
+def test_every_way_to_call_the_command(command, tmp_path):
+    cwd = ROOT if command[1] == "train.py" else tmp_path  # the installed ways work from any folder
+    out = subprocess.run(command, capture_output=True, text=True, cwd=cwd)
+    assert out.returncode == 0 and f"{PREFIX}lambda_feat" in out.stdout, out.stderr[-2000:]
+
+
+def test_default_settings_ship_with_the_package_and_copy_cfg_writes_them(tmp_path, monkeypatch):
+    assert default_cfg_file().read_text() == default_yaml()
+    monkeypatch.chdir(tmp_path)
+    assert entrypoint(["copy-cfg"]) == 0
+    copied = tmp_path / "tsd_copy.yaml"
+    assert TSDConfig.load("tsd_copy.yaml") == TSDConfig() and copied.read_text() == default_yaml()
+
+
+def refuse(capsys, tmp_path, match, argv):
+    """The command refuses ``argv`` fast: exit status 2, one line on stderr with ``match``, no traceback, no run."""
     project = tmp_path / "runs"
-    args = {"model": "yolov8n.yaml", "epochs": 1, "imgsz": 64, "device": "cpu", "project": str(project), **overrides}
     t0 = time.time()
-    with pytest.raises((ValueError, FileNotFoundError, TypeError, SyntaxError)) as e:
-        TSDTrainer(overrides=args)
-    assert time.time() - t0 < 30
-    assert e.match(match), str(e.value)
+    status = entrypoint([*argv, f"project={project}"] if "explain" not in argv else argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2, err
+    assert len(err) == 1 and err[0].startswith("yolo-tsd: error: ") and "Traceback" not in err[0], err
+    assert match in err[0], err[0]
+    assert time.time() - t0 < 60
     assert not project.exists() or not any(project.iterdir()), list(project.rglob("*"))
-    return str(e.value)
+    return err[0]
 
 
-def test_offline_teacher_name_fails_fast_with_where_to_put_it(tmp_path, data_yaml):
-    msg = refuse(tmp_path, r"teacher=yolov8x\.pt: no such file", teacher="yolov8x.pt", data=str(data_yaml))
-    assert "never downloads" in msg and "teacher=/path/to/yolov8x.pt" in msg
+def base(data_yaml, teacher_pt, **extra):
+    args = {"model": "yolov8n.yaml", "data": str(data_yaml), "teacher": str(teacher_pt), "epochs": 1, "imgsz": 64}
+    args.update(extra)
+    return [f"{k}={v}" for k, v in args.items() if v is not None]
 
 
-def test_offline_student_weights_fail_fast(tmp_path, data_yaml, teacher_pt):
-    refuse(
-        tmp_path, r"model=yolov8n\.pt: no such file", model="yolov8n.pt", teacher=str(teacher_pt), data=str(data_yaml)
-    )
+def test_missing_data_argument(capsys, tmp_path, teacher_pt):
+    refuse(capsys, tmp_path, "data= is required", base("x", teacher_pt, data=None))
 
 
-def test_missing_teacher_argument(tmp_path, data_yaml):
-    refuse(tmp_path, "teacher= is required", data=str(data_yaml))
+def test_missing_and_misplaced_data(capsys, tmp_path, data_yaml, teacher_pt):
+    refuse(capsys, tmp_path, "no such dataset yaml", base(tmp_path / "missing.yaml", teacher_pt))
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(yaml.safe_dump({**yaml.safe_load(data_yaml.read_text()), "path": str(tmp_path / "nowhere")}))
+    refuse(capsys, tmp_path, "images not found", base(wrong, teacher_pt))
+    no_names = tmp_path / "no_names.yaml"
+    spec = yaml.safe_load(data_yaml.read_text())
+    del spec["names"]
+    no_names.write_text(yaml.safe_dump(spec))
+    refuse(capsys, tmp_path, "'names' or 'nc' are required", base(no_names, teacher_pt))
 
 
-def test_builtin_distillation_cannot_be_combined(tmp_path, data_yaml, teacher_pt):
-    refuse(tmp_path, "never both", teacher=str(teacher_pt), distill_model=str(teacher_pt), data=str(data_yaml))
-    refuse(tmp_path, "never both", teacher=str(teacher_pt), dis=2.0, data=str(data_yaml))
+def test_misspelt_and_mistyped_ultralytics_arguments(capsys, tmp_path, data_yaml, teacher_pt):
+    refuse(capsys, tmp_path, "'epoch' (did you mean 'epochs'?)", [*base(data_yaml, teacher_pt), "epoch=3"])
+    refuse(capsys, tmp_path, "epochs", base(data_yaml, teacher_pt, epochs="abc"))
 
 
-def test_bad_settings(tmp_path, data_yaml, teacher_pt):
-    refuse(tmp_path, "Unknown TSD setting.*lambda_fet", teacher=str(teacher_pt), tsd_lambda_fet=1, data=str(data_yaml))
-    refuse(tmp_path, "w_low=-1.*out of range", teacher=str(teacher_pt), tsd_w_low=-1, data=str(data_yaml))
-    refuse(tmp_path, "settings file", teacher=str(teacher_pt), tsd=str(tmp_path / "no.yaml"), data=str(data_yaml))
-
-
-def test_unknown_ultralytics_key(tmp_path, data_yaml, teacher_pt):
-    refuse(tmp_path, "epochz", teacher=str(teacher_pt), epochz=3, data=str(data_yaml))
-
-
-def test_corrupt_and_non_detection_teachers(tmp_path, data_yaml):
+def test_teacher_problems(capsys, tmp_path, data_yaml):
+    msg = refuse(capsys, tmp_path, "teacher=yolov8x.pt: no such file", base(data_yaml, "yolov8x.pt"))
+    assert "never downloads" in msg
+    refuse(capsys, tmp_path, "a teacher must be a trained Ultralytics checkpoint", base(data_yaml, "yolov8n.yaml"))
+    refuse(capsys, tmp_path, "teacher= is required", base(data_yaml, None, teacher=None))
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
-    refuse(tmp_path, "could not be loaded as an Ultralytics checkpoint", teacher=str(junk), data=str(data_yaml))
-    cls = ClassificationModel("yolov8n-cls.yaml", nc=5, verbose=False)
+    refuse(capsys, tmp_path, "could not be loaded as an Ultralytics checkpoint", base(data_yaml, junk))
     cls_pt = tmp_path / "cls.pt"
-    torch.save({"ema": cls, "train_args": {}}, cls_pt)
-    refuse(tmp_path, "not a detection model", teacher=str(cls_pt), data=str(data_yaml))
+    torch.save({"ema": ClassificationModel("yolov8n-cls.yaml", nc=5, verbose=False), "train_args": {}}, cls_pt)
+    refuse(capsys, tmp_path, "not a detection model", base(data_yaml, cls_pt))
 
 
-def test_teacher_with_other_classes_lists_both(tmp_path, data_yaml):
+def test_teacher_that_does_not_fit(capsys, tmp_path, data_yaml):
     other = save_checkpoint(build_model("yolov8n.yaml", nc=3), tmp_path / "three.pt")
-    msg = refuse(tmp_path, "different classes", teacher=str(other), data=str(data_yaml))
+    msg = refuse(capsys, tmp_path, "different classes", base(data_yaml, other))
     assert "teacher 3" in msg and "data 5" in msg and "ellipse" in msg
+    p2 = save_checkpoint(build_model("yolov8n-p2.yaml"), tmp_path / "p2.pt")  # refused once the student is built
+    refuse(capsys, tmp_path, "different head levels: teacher strides [4.0, 8.0, 16.0, 32.0]", base(data_yaml, p2))
 
 
-def test_teacher_with_other_head_levels(tmp_path, data_yaml):
-    p2 = save_checkpoint(build_model("yolov8n-p2.yaml"), tmp_path / "p2.pt")
-    trainer = TSDTrainer(
-        overrides={
-            "model": "yolov8n.yaml",
-            "data": str(data_yaml),
-            "teacher": str(p2),
-            "epochs": 1,
-            "imgsz": 64,
-            "device": "cpu",
-            "project": str(tmp_path / "runs"),
-            "plots": False,
-        }
+def test_student_weights_offline(capsys, tmp_path, data_yaml, teacher_pt):
+    refuse(capsys, tmp_path, "model=yolov8n.pt: no such file", base(data_yaml, teacher_pt, model="yolov8n.pt"))
+
+
+def test_builtin_distillation_cannot_be_combined(capsys, tmp_path, data_yaml, teacher_pt):
+    refuse(capsys, tmp_path, "never both", base(data_yaml, teacher_pt, distill_model=teacher_pt))
+    refuse(capsys, tmp_path, "never both", base(data_yaml, teacher_pt, dis=2.0))
+
+
+def test_bad_settings(capsys, tmp_path, data_yaml, teacher_pt):
+    refuse(capsys, tmp_path, "did you mean 'lambda_feat'", [*base(data_yaml, teacher_pt), "tsd_lambda_fet=1"])
+    refuse(capsys, tmp_path, "w_low=-1' is out of range", [*base(data_yaml, teacher_pt), "tsd_w_low=-1"])
+    msg = refuse(
+        capsys, tmp_path, "YAML reads none/null as empty", [*base(data_yaml, teacher_pt), "tsd_weak_mode=none"]
     )
-    with pytest.raises(ValueError, match=r"different head levels: teacher strides \[4.0, 8.0, 16.0, 32.0\]"):
-        trainer.train()
-    assert not trainer.save_dir.exists()
+    assert "diff, abs, off" in msg
+    refuse(capsys, tmp_path, "settings file", base(data_yaml, teacher_pt, tsd=tmp_path / "no.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lambda_feat: [1,\n")
+    refuse(capsys, tmp_path, "is not valid YAML", base(data_yaml, teacher_pt, tsd=bad))
 
 
-def test_missing_data_yaml(tmp_path, teacher_pt):
-    refuse(tmp_path, "missing.yaml", teacher=str(teacher_pt), data=str(tmp_path / "missing.yaml"))
+def test_bad_commands(capsys, tmp_path, data_yaml, teacher_pt):
+    refuse(capsys, tmp_path, "'bogus' is not a command", ["bogus"])
+    refuse(capsys, tmp_path, "resume=", [f"resume={tmp_path / 'nowhere' / 'last.pt'}"])
+    refuse(
+        capsys,
+        tmp_path,
+        "explain does not take 'device'",
+        ["explain", f"teacher={teacher_pt}", "model=yolov8n.yaml", f"source={data_yaml}", "device=cpu"],
+    )
+    refuse(capsys, tmp_path, "explain needs source=", ["explain", f"teacher={teacher_pt}", "model=yolov8n.yaml"])
+    refuse(capsys, tmp_path, "did you mean 'teacher_epochs'", ["demo", "teacher_epoch=2"])
+
+
+def test_the_real_command_exits_2_without_traceback_and_debug_shows_it(tmp_path, teacher_pt):
+    args = [sys.executable, "-m", "yolo_tsd", "model=yolov8n.yaml", f"teacher={teacher_pt}", f"project={tmp_path}"]
+    out = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "data= is required" in out.stderr, out.stderr
+    assert not any(tmp_path.iterdir())
+    debug = subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "TSD_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "UsageError" in debug.stderr

@@ -1,13 +1,19 @@
-"""Offline-first input checks: find files without downloading, and refuse what would download, at once."""
+"""Offline-first input checks: find files without downloading, and refuse what would download or fail later, at once.
+
+Every check runs before Ultralytics creates a run folder and raises a ``UsageError`` that names the problem and the fix.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from ultralytics.utils import DATASETS_DIR, SETTINGS, YAML
-from ultralytics.utils.checks import check_file
+from ultralytics.utils import DATASETS_DIR, DEFAULT_CFG_DICT, SETTINGS, YAML
+
+from .errors import MissingFileError, UsageError, did_you_mean
 
 ASSETS_HINT = "https://github.com/ultralytics/assets/releases"
+OUR_KEYS = ("teacher", "tsd")  # besides tsd_<setting>
 
 
 def resolve_weights(name: str | Path, role: str) -> Path:
@@ -24,43 +30,88 @@ def resolve_weights(name: str | Path, role: str) -> Path:
         (Path): An existing file.
 
     Raises:
-        FileNotFoundError: If the file is on neither place.
+        UsageError: For a model YAML given as a teacher (it has no trained weights).
+        MissingFileError: If the file is on neither place.
     """
     path = Path(name).expanduser()
+    if role == "teacher" and path.suffix in {".yaml", ".yml"}:
+        raise UsageError(
+            f"teacher={name} is a model definition, not a trained model: a teacher must be a trained Ultralytics "
+            "checkpoint (.pt), e.g. runs/detect/train/weights/best.pt. Train one first: yolo train model=... data=..."
+        )
     for candidate in (path, Path(SETTINGS["weights_dir"]) / path.name):
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{role}={name}: no such file at {path.resolve()} (nor in Ultralytics' weights_dir {SETTINGS['weights_dir']}). "
         f"yolo_tsd never downloads weights. Fetch '{path.name}' on a machine with internet (e.g. from {ASSETS_HINT}) "
         f"or train one, then pass {role}=/path/to/{path.name}."
     )
 
 
-def check_data(data: str | Path) -> None:
-    """Refuse a missing data yaml, or one whose images are absent and would be downloaded, before any run folder exists.
+def check_keys(overrides: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
+    """Refuse an argument that neither Ultralytics nor yolo_tsd knows, with the closest valid spelling.
 
     Args:
-        data (str | Path): The ``data=`` argument (a path or a dataset yaml name that Ultralytics ships).
+        overrides (dict): The arguments, ``tsd_*`` settings already removed.
+        extra (tuple): Further keys accepted besides Ultralytics' and ``teacher``/``tsd``.
 
     Raises:
-        FileNotFoundError: With the path and the fix.
+        UsageError: Naming every unknown key.
     """
+    valid = [*DEFAULT_CFG_DICT, *OUR_KEYS, *extra, "augmentations", "save_dir"]
+    unknown = [k for k in overrides if k not in valid]
+    if unknown:
+        hints = "; ".join(f"'{k}'{did_you_mean(k, valid)}" for k in unknown)
+        raise UsageError(
+            f"unknown argument {hints}. Every 'yolo train' argument is accepted, plus teacher=, tsd= and "
+            "tsd_<setting>= (see 'yolo-tsd help')."
+        )
+
+
+def dataset_root(spec: dict, yaml_file: Path) -> Path:
+    """The dataset root as Ultralytics resolves it: ``path:`` (else the yaml's folder), then under its datasets dir."""
+    root = Path(spec.get("path") or yaml_file.parent)
+    if not root.is_absolute() and not root.exists():
+        root = (DATASETS_DIR / root).resolve()
+    return root
+
+
+def check_data(data: str | Path | None) -> None:
+    """Refuse a missing data yaml, or one whose images are absent (and would be downloaded), before any run folder.
+
+    Args:
+        data (str | Path | None): The ``data=`` argument.
+
+    Raises:
+        UsageError: No ``data=``, or a yaml that lists no ``train:``/``val:`` or whose images are not on disk.
+        MissingFileError: The yaml itself is missing.
+    """
+    if not data:
+        raise UsageError("data= is required: pass data=path/to/data.yaml (your dataset in Ultralytics' YOLO format)")
     if not str(data).endswith((".yaml", ".yml")):
         return  # classification folders, zips, URLs: Ultralytics' own handling
-    try:
-        yaml_file = Path(check_file(str(data)))
-    except Exception as e:
-        raise FileNotFoundError(f"data={data}: no such dataset yaml. Pass data=path/to/data.yaml ({e})") from e
-    spec = YAML.load(yaml_file)
-    root = Path(spec.get("path") or yaml_file.parent)
-    if not root.exists() and not root.is_absolute():
-        root = (DATASETS_DIR / root).resolve()  # where Ultralytics looks, as in check_det_dataset
-    val = [spec.get("val")] if isinstance(spec.get("val"), str) else spec.get("val") or []
-    missing = [str(root / v) for v in val if not (root / v).exists() and not Path(v).exists()]
-    if missing and spec.get("download"):
-        raise FileNotFoundError(
-            f"data={data}: the images are not on disk ({missing[0]}) and Ultralytics would download them. "
-            f"yolo_tsd does not download: fetch the dataset where you have internet, put it under {root}, "
-            "or point path: in the yaml at your copy."
+    yaml_file = Path(data).expanduser()
+    if not yaml_file.is_file():
+        raise MissingFileError(
+            f"data={data}: no such dataset yaml at {yaml_file.resolve()}; pass data=path/to/data.yaml"
         )
+    spec = YAML.load(yaml_file)
+    if not isinstance(spec, dict) or not spec.get("train") or not spec.get("val"):
+        raise UsageError(f"data={data} must list train: and val: image folders (Ultralytics' dataset yaml format)")
+    root = dataset_root(spec, yaml_file)
+    for split in ("train", "val"):
+        entries = spec[split] if isinstance(spec[split], list) else [spec[split]]
+        for entry in entries:
+            if (root / entry).exists() or (str(entry).startswith("../") and (root / entry[3:]).exists()):
+                continue
+            if spec.get("download"):
+                raise UsageError(
+                    f"data={data}: the images are not on disk ({root / entry}) and Ultralytics would download them. "
+                    f"yolo_tsd does not download: fetch the dataset where you have internet, put it under {root}, "
+                    "or point path: in the yaml at your copy."
+                )
+            raise UsageError(
+                f"data={data}: {split}: images not found at {root / entry}. Fix path: (now {spec.get('path')!r}) or "
+                f"{split}: in the yaml so that they point at your images."
+            )

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .errors import MissingFileError, UsageError, did_you_mean
+
 PREFIX = "tsd_"  # command-line prefix for single settings, e.g. tsd_lambda_feat=2.0
 
 
@@ -35,6 +37,24 @@ class TSDConfig:
     lambda_feat: float = _setting(20.0, "weight of the neck-feature term (0 disables it)", lo=0)
     lambda_cls: float = _setting(2.0, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
     lambda_box: float = _setting(2.0, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
+    balance: str = _setting(
+        "none",
+        "term scale: loss (each term rescaled by a running ratio of the detection loss to its own size, so that "
+        "lambda is its size as a fraction of the detection loss, whatever the data, model or classes) or none (raw)",
+        choices=("loss", "none"),
+    )
+    feat_norm: str = _setting(
+        "none",
+        "neck features compared after standardising each channel over the batch (channel, as PKD: independent of "
+        "the teacher's feature scale) or as they are (none)",
+        choices=("channel", "none"),
+    )
+    weighting: str = _setting(
+        "tsd",
+        "anchor weights: tsd (task-significance regions), uniform (every anchor alike) or teacher_score (the "
+        "teacher's class confidence, as Ultralytics' built-in and FGD-style methods)",
+        choices=("tsd", "uniform", "teacher_score"),
+    )
     temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
     box_r1: str = _setting(
         "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
@@ -67,7 +87,9 @@ class TSDConfig:
     key_thresh: float = _setting(3.0, "key area: teacher importance >= this", lo=0)
     weak_thresh: float = _setting(1.0, "weak area: teacher minus student importance >= this", lo=0)
     weak_mode: str = _setting(
-        "diff", "weak area from I_T - I_S (diff), |I_T - I_S| (abs), or none (off)", choices=("diff", "abs", "off")
+        "diff",
+        "weak area from I_T - I_S (diff), |I_T - I_S| (abs), or no weak area (off)",
+        choices=("diff", "abs", "off"),
     )
     split: str = _setting(
         "three", "three (high/medium/low) or binary (key-or-weak vs rest) regions", choices=("three", "binary")
@@ -77,10 +99,19 @@ class TSDConfig:
     w_low: float = _setting(0.05, "weight of the low region (everything else)", lo=0)
     continuous: bool = _setting(False, "multiply each anchor's weight by the teacher importance")
     # schedule
-    warmup_epochs: float = _setting(0.0, "ramp the distillation weights linearly from 0 over this many epochs", lo=0)
+    warmup_epochs: float = _setting(
+        0.0,
+        "ramp the distillation terms linearly from 0 over this many epochs (Ultralytics' own warmup_epochs ramps the "
+        "learning rate)",
+        lo=0,
+    )
     close_mosaic_stop: bool = _setting(False, "stop distilling in Ultralytics' final close_mosaic epochs")
     # cost
-    teacher_half: bool = _setting(False, "CUDA only: teacher in float16 and channels-last (float32 on CPU)")
+    teacher_half: bool = _setting(
+        False,
+        "CUDA only: teacher weights in float16 and channels-last (they never train): half the teacher's memory, no "
+        "per-step weight casts under AMP; ignored with a warning on CPU",
+    )
 
     def __post_init__(self) -> None:
         """Validate types, ranges and choices, naming the offending key."""
@@ -88,19 +119,23 @@ class TSDConfig:
             value, meta = getattr(self, f.name), f.metadata
             if f.type == "bool":
                 if not isinstance(value, bool):
-                    raise ValueError(f"TSD setting '{f.name}' must be True or False, got {value!r}")
+                    raise UsageError(f"TSD setting '{f.name}' must be True or False, got {value!r}")
                 continue
             if f.type == "str":
                 if value not in meta["choices"]:
-                    raise ValueError(f"TSD setting '{f.name}={value}' is not one of {', '.join(meta['choices'])}")
+                    null = " (YAML reads none/null as empty)" if value is None else ""
+                    raise UsageError(
+                        f"TSD setting '{f.name}={value}'{null} is not one of {', '.join(meta['choices'])}"
+                        f"{did_you_mean(str(value), meta['choices'])}"
+                    )
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"TSD setting '{f.name}' must be a number, got {value!r}")
+                raise UsageError(f"TSD setting '{f.name}' must be a number, got {value!r}")
             setattr(self, f.name, float(value))
             lo, hi = meta["lo"], meta["hi"]
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
-                raise ValueError(f"TSD setting '{f.name}={value}' is out of range {rng}")
+                raise UsageError(f"TSD setting '{f.name}={value}' is out of range {rng}")
 
     @property
     def distils(self) -> bool:
@@ -117,8 +152,9 @@ class TSDConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = sorted(set(values) - set(names))
         if unknown:
-            raise ValueError(
-                f"Unknown TSD setting(s) {unknown}. Valid settings: {', '.join(names)} "
+            hints = "".join(did_you_mean(k, names) for k in unknown)
+            raise UsageError(
+                f"Unknown TSD setting(s) {unknown}{hints}. Valid settings: {', '.join(names)} "
                 f"(on the command line, prefix them with '{PREFIX}', e.g. {PREFIX}lambda_feat=2.0)."
             )
         return cls(**values)
@@ -143,19 +179,25 @@ class TSDConfig:
         else:
             path = Path(source)
             if not path.is_file():
-                raise FileNotFoundError(f"TSD settings file '{source}' not found; pass tsd=path/to/tsd.yaml")
-            values = yaml.safe_load(path.read_text()) or {}
+                raise MissingFileError(
+                    f"TSD settings file '{source}' not found (relative paths start from {Path.cwd()}); pass "
+                    "tsd=path/to/tsd.yaml, or write the defaults to edit with 'yolo-tsd copy-cfg'"
+                )
+            try:
+                values = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as e:
+                raise UsageError(f"TSD settings file '{source}' is not valid YAML: {e}".replace("\n", " ")) from e
             if not isinstance(values, dict):
-                raise ValueError(f"TSD settings file '{source}' must hold a mapping of key: value lines")
+                raise UsageError(f"TSD settings file '{source}' must hold a mapping of key: value lines")
         return cls.from_dict({**values, **(overrides or {})})
 
     @classmethod
-    def help_lines(cls) -> list[str]:
-        """Return one ``key: default  # comment`` line per setting, as in ``cfg/tsd.yaml``."""
+    def help_lines(cls, prefix: str = "") -> list[str]:
+        """Return one ``key: default  # comment`` line per setting, as in ``cfg/tsd.yaml`` (keys with ``prefix``)."""
         lines = []
         for f in dataclasses.fields(cls):
             default = yaml.safe_dump(f.default, default_flow_style=True).strip().removesuffix("...").strip()
-            lines.append(f"{f.name}: {default} # {f.metadata['doc']}")
+            lines.append(f"{prefix}{f.name}: {default} # {f.metadata['doc']}")
         return lines
 
 
@@ -163,3 +205,27 @@ def default_yaml() -> str:
     """Render ``cfg/tsd.yaml`` from the dataclass defaults and comments."""
     head = "# Task-significance distillation settings for yolo_tsd (generated from yolo_tsd.config.TSDConfig).\n"
     return head + "\n".join(TSDConfig.help_lines()) + "\n"
+
+
+def markdown_table() -> str:
+    """The settings as README's markdown table (a test keeps README's copy identical)."""
+    rows = ["| setting | default | meaning |", "|---|---|---|"]
+    for line in TSDConfig.help_lines():
+        key, rest = line.split(": ", 1)
+        default, doc = rest.split(" # ", 1)
+        rows.append(f"| `{key}` | {default} | {doc.replace('|', '&#124;')} |")
+    return "\n".join(rows)
+
+
+def regenerate(root: Path) -> None:
+    """Rewrite ``cfg/tsd.yaml`` and README's settings table from the dataclass (after a change to ``TSDConfig``)."""
+    (root / "cfg" / "tsd.yaml").write_text(default_yaml())
+    readme = root / "README.md"
+    text = readme.read_text()
+    start = text.index("| setting | default | meaning |")
+    end = text.index("\n\n", start)
+    readme.write_text(text[:start] + markdown_table() + text[end:])
+
+
+if __name__ == "__main__":
+    regenerate(Path(__file__).resolve().parents[1])

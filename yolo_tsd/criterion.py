@@ -18,11 +18,12 @@ from ultralytics.utils.tal import dist2bbox
 
 from . import losses
 from .config import TSDConfig
-from .significance import Assignment, GroundTruth, Significance, assess
+from .significance import Assignment, GroundTruth, Significance, assess, distillation_weights
 from .ultralytics_internals import ONE2MANY, ONE2ONE, Assigned, Branch, assign, branches, is_end2end
 
 # <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
 LOSS_NAMES = ("dfeat_loss", "dcls_loss", "dbox_loss")
+BALANCE_MOMENTUM = 0.98  # running sizes for balance=loss: about the last 50 steps
 
 
 def synced_clock(device: torch.device) -> float:
@@ -97,6 +98,7 @@ class TSDLoss:
         """Keep what every step needs."""
         self.adapters, self.reg_max, self.cfg = adapters, reg_max, cfg
         self.timer = timer or StepTimer()
+        self.sizes: torch.Tensor | None = None  # running (detection, feature, class, box) sizes for balance=loss
 
     def compute(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0) -> DistillStep:
         """Loss, named items and significance of one step.
@@ -132,9 +134,24 @@ class TSDLoss:
             if sig is not None:
                 significance[branch.name or "detect"] = sig
             terms = terms + torch.stack([values[0], values[1] * branch.gain, values[2] * branch.gain])
-        terms = terms * scale
+        terms = terms * self.term_weights(det_loss.detach().sum() / bs, terms.detach()) * scale
         items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
         return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
+
+    def term_weights(self, det: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+        """The factor on each term: its lambda, times (``balance=loss``) the running ratio of detection loss to term.
+
+        With the balance, a term of weight lambda is lambda times the detection loss in size, averaged over the last
+        ~``1 / (1 - BALANCE_MOMENTUM)`` steps, whatever its own units (feature scale, classes, image size, batch).
+        The running sizes are device tensors: no host synchronisation.
+        """
+        cfg, factor = self.cfg, torch.ones_like(raw)
+        if cfg.balance == "loss":
+            sizes = torch.cat([det.view(1), raw])
+            m = BALANCE_MOMENTUM
+            self.sizes = sizes if self.sizes is None else self.sizes * m + sizes * (1 - m)
+            factor = self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
+        return torch.stack([factor[0] * cfg.lambda_feat, factor[1] * cfg.lambda_cls, factor[2] * cfg.lambda_box])
 
     def __call__(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0):
         """``compute()`` as Ultralytics' ``(loss, items)`` pair."""
@@ -144,7 +161,7 @@ class TSDLoss:
     def branch_terms(
         self, branch: Branch, s: dict, t: dict, assigned: Assigned, adapted: list | None, same_kind: bool
     ) -> tuple[Significance | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Significance and weighted (feature, class, box) terms of one branch, already multiplied by the lambdas.
+        """Significance and the weighted (feature, class, box) terms of one branch, before the lambdas.
 
         ``adapted`` holds the adapted student features for the branch that carries the feature term, else None.
         ``same_kind`` is False for a one-to-one (NMS-free) student branch taught by a teacher without one: its
@@ -154,11 +171,16 @@ class TSDLoss:
         if not same_kind and cfg.one2one_mode == "off":
             return None, (zero, zero, zero)
         sig = self.significance(branch, s, t, assigned)
-        weight = sig.weight if same_kind or cfg.one2one_mode == "all" else sig.weight * assigned.fg_mask
+        weight = distillation_weights(sig, t["scores"].permute(0, 2, 1), cfg)
+        if not (same_kind or cfg.one2one_mode == "all"):
+            weight = weight * assigned.fg_mask
         (rs, rt) = self.reg_max
         feat = cls = box = zero
         if adapted is not None:
-            feat = losses.weighted_mean(losses.feature_distance(adapted, t["feats"]), weight)
+            t_feats = t["feats"]
+            if cfg.feat_norm == "channel":
+                adapted, t_feats = [losses.standardize(f) for f in adapted], [losses.standardize(f) for f in t_feats]
+            feat = losses.weighted_mean(losses.feature_distance(adapted, t_feats), weight)
         if cfg.lambda_cls > 0:
             kl = losses.binary_kl(s["scores"].permute(0, 2, 1), t["scores"].permute(0, 2, 1), cfg.temperature)
             cls = losses.weighted_mean(kl, weight)
@@ -170,7 +192,7 @@ class TSDLoss:
                 iou = cfg.box_r1 == "iou"
                 d = losses.box_iou_distance(ds, dt, assigned.anchors) if iou else losses.distance_l1(ds, dt)
             box = losses.weighted_mean(d, weight)
-        return sig, (feat * cfg.lambda_feat, cls * cfg.lambda_cls, box * cfg.lambda_box)
+        return sig, (feat, cls, box)
 
     @torch.no_grad()
     def significance(self, branch: Branch, s: dict, t: dict, assigned: Assigned) -> Significance:

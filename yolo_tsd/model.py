@@ -46,6 +46,32 @@ def memory_format(module: nn.Module) -> torch.memory_format:
     return torch.channels_last if channels_last and not weight.is_contiguous() else torch.contiguous_format
 
 
+def gradient_split(loss: torch.Tensor, student: nn.Module) -> torch.Tensor:
+    """Norms of the detection and distillation gradients on the student's parameters, and their dot product.
+
+    Two extra backward passes through the retained graph (the training step's own backward follows); the result stays
+    on the device, read once per epoch. ``loss`` is the step's loss vector: detection terms first, then the three TSD
+    terms.
+    """
+    params = [p for p in student.parameters() if p.requires_grad]
+    parts = []
+    for part in (loss[:-3].sum(), loss[-3:].sum()):
+        grads = torch.autograd.grad(part, params, retain_graph=True, allow_unused=True)
+        parts.append(torch.cat([g.flatten() for g in grads if g is not None]))
+    det, tsd = parts
+    return torch.stack([det.norm(), tsd.norm(), det @ tsd])
+
+
+def gradient_summary(stats: list[torch.Tensor]) -> dict[str, float]:
+    """``tsd/grad_share`` (distillation norm / sum of both norms, mean over probes) and ``tsd/grad_cos`` (NaN: none)."""
+    if not stats:
+        return {"tsd/grad_share": float("nan"), "tsd/grad_cos": float("nan")}
+    s = torch.stack(stats).double().cpu()
+    share = s[:, 1] / (s[:, 0] + s[:, 1]).clamp(min=1e-12)
+    cos = s[:, 2] / (s[:, 0] * s[:, 1]).clamp(min=1e-12)
+    return {"tsd/grad_share": round(float(share.mean()), 4), "tsd/grad_cos": round(float(cos.mean()), 4)}
+
+
 class TSDModel(nn.Module):
     """The student wrapped for distillation: ``model(batch)`` is the distillation loss, ``model(images)`` the student.
 
@@ -72,6 +98,8 @@ class TSDModel(nn.Module):
         self.cfg = cfg
         self.scale = 1.0
         self.timer = StepTimer()
+        self.probe = False  # set for a few steps per epoch: record how the gradient splits between the losses
+        self.gradient_stats: list[torch.Tensor] = []  # (detection norm, distillation norm, dot product) per probe
         self.terms = TSDLoss(self.adapters, (head(student).reg_max, teacher.head.reg_max), cfg, self.timer)
 
     @property
@@ -120,7 +148,10 @@ class TSDModel(nn.Module):
                 t_preds = self.teacher(images)
         if preds is None:
             preds = self.student(images)
-        return self.terms.compute(self.criterion, preds, batch, t_preds, self.scale)
+        step = self.terms.compute(self.criterion, preds, batch, t_preds, self.scale)
+        if self.probe and step.significance and step.loss.requires_grad:
+            self.gradient_stats.append(gradient_split(step.loss, self.student))
+        return step
 
     @property
     def criterion(self) -> Any:

@@ -29,9 +29,11 @@ DEFAULT_PAIRS = "yolov8x.yaml:yolov8n.yaml,yolo11x.yaml:yolo11n.yaml,yolo26x.yam
 USAGE = f"""Scale check: python -m yolo_tsd.scalecheck (memory | flops) [key=value ...]
 
   memory  batches=16,64 boxes=50,300 teacher=yolov8x.yaml student=yolov8n.yaml imgsz=640 out=runs/scalecheck
+          [step_batches=16: also whole training steps (student forward and backward included) at these batches]
   flops   pairs={DEFAULT_PAIRS} imgsz=640 batch=16 boxes=50
 """
 NC = 80
+STEP_MODES = ("plain_step", "tsd_step")
 
 
 def coco_batch(bs: int, boxes: int, imgsz: int = 640, seed: int = 0) -> dict:
@@ -83,7 +85,12 @@ def leaf_outputs(outputs: Any) -> Any:
 
 
 def measure(mode: str, bs: int, boxes: int, teacher_cfg: str, student_cfg: str, imgsz: int) -> dict:
-    """One memory measurement in this process: ``plain``, ``tsd`` (loss forward + backward) or ``teacher`` (forward)."""
+    """One memory measurement in this process.
+
+    ``plain``/``tsd``: the loss part of a step (forward and backward from the student's head outputs); ``teacher``:
+    the teacher's forward; ``plain_step``/``tsd_step``: a whole training step (student forward, teacher, loss,
+    backward), where the order of teacher and student forward shows.
+    """
     from .config import TSDConfig
     from .model import TSDModel
     from .teacher import Teacher
@@ -98,9 +105,20 @@ def measure(mode: str, bs: int, boxes: int, teacher_cfg: str, student_cfg: str, 
         kept = sum(t.numel() * t.element_size() for t in _tensors(out)) / 2**20
         return {**result, "peak_mb": mb, "seconds": seconds, "outputs_mb": kept}
     student = build(student_cfg, 0).train()
+    tsd = TSDModel(student, teacher, TSDConfig())
+    if mode.endswith("_step"):
+        tsd.scale = 1.0 if mode == "tsd_step" else 0.0  # 0: Ultralytics' own loss, the teacher does not run
+
+        def whole_step():
+            loss, _ = tsd(batch)
+            loss.sum().backward()
+
+        tsd(batch)  # warm-up without backward: lazy initialisation
+        student.zero_grad(set_to_none=True)
+        mb, seconds, _ = peak_extra(whole_step)
+        return {**result, "peak_mb": mb, "seconds": seconds}
     with torch.no_grad():
         preds = leaf_outputs(student(batch["img"]))
-    tsd = TSDModel(student, teacher, TSDConfig())
     t_preds = teacher(batch["img"]) if mode == "tsd" else None
 
     def step():
@@ -135,6 +153,7 @@ def run_memory(args: dict) -> list[dict]:
     common = [args.get("teacher", "yolov8x.yaml"), args.get("student", "yolov8n.yaml"), str(args.get("imgsz", 640))]
     jobs = [(m, b, n) for b in batches for n in box_counts for m in ("plain", "tsd")]
     jobs += [("teacher", b, box_counts[0]) for b in batches]
+    jobs += [(m, b, box_counts[0]) for b in str(args.get("step_batches", "")).split(",") if b for m in STEP_MODES]
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     rows = []
     for mode, bs, boxes in jobs:
@@ -164,6 +183,13 @@ def memory_table(rows: list[dict]) -> str:
         lines.append(
             f"| {bs} | {boxes} | {r['peak_mb']:.0f} | {t['peak_mb']:.0f} | {t['peak_mb'] - r['peak_mb']:.0f} | {tf} |"
         )
+    steps = [(bs, boxes) for (mode, bs, boxes) in by if mode == "plain_step" and ("tsd_step", bs, boxes) in by]
+    if steps:
+        lines += ["", "| batch | boxes/image | plain step peak MiB | distillation step peak MiB | extra MiB |"]
+        lines.append("|---|---|---|---|---|")
+        for bs, boxes in steps:
+            p, t = by[("plain_step", bs, boxes)]["peak_mb"], by[("tsd_step", bs, boxes)]["peak_mb"]
+            lines.append(f"| {bs} | {boxes} | {p:.0f} | {t:.0f} | {t - p:.0f} |")
     return "\n".join(lines)
 
 

@@ -289,3 +289,16 @@ def assess(
     region = regions(key, weak, cfg)
     weight = anchor_weights(region, anchor_levels(level_sizes, imp_t.device), len(level_sizes), imp_t, cfg)
     return Significance(imp_t=imp_t, imp_s=imp_s, key=key, weak=weak, region=region, weight=weight)
+
+
+def distillation_weights(sig: Significance, t_logits: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
+    """The per-anchor weights the terms use: the significance's, or a comparison's (``weighting`` setting).
+
+    ``uniform`` weighs every anchor alike; ``teacher_score`` weighs each by the teacher's best class probability (the
+    built-in distillation's and FGD-style choice). Both keep the same terms: only *where* they act changes.
+    """
+    if cfg.weighting == "uniform":
+        return torch.ones_like(sig.weight)
+    if cfg.weighting == "teacher_score":
+        return t_logits.float().amax(-1).sigmoid()
+    return sig.weight

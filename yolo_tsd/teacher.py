@@ -13,6 +13,7 @@ from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER
 
 from .checks import resolve_weights
+from .errors import UsageError
 from .ultralytics_internals import fuse_keep_branches, head, raw_outputs
 
 
@@ -36,7 +37,7 @@ class Teacher:
     def __init__(self, model: torch.nn.Module, path: str = ""):
         """Freeze ``model`` and keep it in eval mode."""
         if type(head(model)) is not Detect:
-            raise TypeError(
+            raise UsageError(
                 f"teacher={path or type(model).__name__} is not a detection model: its head is "
                 f"{type(head(model)).__name__}, not Detect. Pass a checkpoint trained with task=detect."
             )
@@ -53,12 +54,12 @@ class Teacher:
         try:
             model, _ = load_checkpoint(str(file.resolve()), device="cpu")  # absolute: no re-download by name
         except Exception as e:
-            raise ValueError(
+            raise UsageError(
                 f"teacher={path} could not be loaded as an Ultralytics checkpoint ({type(e).__name__}: {e}). "
                 "Pass a .pt file written by Ultralytics training, e.g. runs/detect/train/weights/best.pt."
             ) from e
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "model"):
-            raise ValueError(f"teacher={path} holds no Ultralytics model; pass weights/best.pt of a detection run")
+            raise UsageError(f"teacher={path} holds no Ultralytics model; pass weights/best.pt of a detection run")
         return cls(model, str(file.resolve()))  # absolute: valid for resume from another folder
 
     @property
@@ -90,7 +91,7 @@ class Teacher:
         """Raise a ``ValueError`` listing both if the teacher's classes differ from the dataset's ``names``."""
         data_names = names_list(names)
         if self.names != data_names:
-            raise ValueError(
+            raise UsageError(
                 f"teacher and data have different classes: teacher {len(self.names)} {self.names} vs data "
                 f"{len(data_names)} {data_names}. Use a teacher trained on the same data yaml (same names, same order)."
             )
@@ -99,7 +100,7 @@ class Teacher:
         """Raise a ``ValueError`` if the student's head levels (strides) differ from the teacher's."""
         ts, ss = self.head.stride.tolist(), head(student).stride.tolist()
         if ts != ss:
-            raise ValueError(
+            raise UsageError(
                 f"teacher and student have different head levels: teacher strides {ts} vs student strides {ss}. "
                 "Pick a teacher and student with the same levels (e.g. both P3-P5)."
             )

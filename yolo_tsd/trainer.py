@@ -16,16 +16,17 @@ from typing import Any
 
 import torch
 from torch import nn
-from ultralytics.cfg import cfg2dict, check_dict_alignment
+from ultralytics.cfg import cfg2dict, check_dict_alignment, get_cfg, get_save_dir
 from ultralytics.models import yolo
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK, YAML, colorstr
 from ultralytics.utils.checks import check_model_file_from_stem
 from ultralytics.utils.torch_utils import unwrap_model
 
-from .checks import check_data, resolve_weights
+from .checks import check_data, check_keys, resolve_weights
 from .config import PREFIX, TSDConfig
-from .model import TSDModel
+from .errors import MissingFileError, UsageError
+from .model import TSDModel, gradient_summary
 from .teacher import Teacher
 from .ultralytics_internals import NanRecoveryHook, check_version, merge_param_groups
 from .visualize import plot_losses, render_batch
@@ -53,6 +54,17 @@ def update_schedule(trainer: TSDTrainer) -> None:
     would carry the parent trainer (and its teacher) into every worker.
     """
     trainer.tsd_model.scale = trainer.schedule_scale(trainer.epoch)
+    trainer.epoch_batch = -1
+
+
+def probe_gradients(trainer: TSDTrainer) -> None:
+    """``on_train_batch_start``: on ``GRADIENT_PROBES`` evenly spaced steps per epoch, record the gradient split.
+
+    Single-process only: the probe's extra backward passes are not part of DDP's synchronised step.
+    """
+    trainer.epoch_batch += 1
+    every = max(1, len(trainer.train_loader) // GRADIENT_PROBES)
+    trainer.tsd_model.probe = trainer.world_size <= 1 and trainer.epoch_batch % every == every // 2
 
 
 def plot_significance(trainer: TSDTrainer) -> None:
@@ -88,8 +100,10 @@ def plot_loss_curves(trainer: TSDTrainer) -> None:
         plot_losses(trainer.csv, trainer.save_dir / "tsd_losses.png")
 
 
+GRADIENT_PROBES = 4  # steps per epoch whose gradient split between detection and distillation is recorded
 CALLBACKS = (
     ("on_train_epoch_start", update_schedule),
+    ("on_train_batch_start", probe_gradients),
     ("on_fit_epoch_end", plot_significance),
     ("on_train_end", plot_loss_curves),
 )
@@ -129,7 +143,10 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         teacher, tsd = o_teacher or teacher, o_tsd if o_tsd is not None else tsd
         if overrides.get("resume") is True and str(overrides.get("model", "")).endswith(".pt"):
             overrides["resume"] = overrides["model"]  # `resume model=last.pt`, as Ultralytics' Model.train reads it
-        if overrides.get("resume"):  # the interrupted run's settings win, as Ultralytics' resume keeps its arguments
+        resume = overrides.get("resume")
+        if isinstance(resume, str) and not Path(resume).is_file():
+            raise MissingFileError(f"resume={resume}: no such checkpoint; pass the interrupted run's weights/last.pt")
+        if resume:  # the interrupted run's settings win, as Ultralytics' resume keeps its arguments
             saved = self.saved_run_args(overrides["resume"])
             if saved.get("tsd") is not None:
                 if tsd is not None or singles:
@@ -139,26 +156,37 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         self.tsd = TSDConfig.load(tsd, singles)
         dis = overrides.get("dis", DEFAULT_CFG_DICT["dis"])  # the default arrives in every DDP relaunch and resume
         if overrides.get("distill_model") is not None or dis != DEFAULT_CFG_DICT["dis"]:
-            raise ValueError(
+            raise UsageError(
                 "distill_model=/dis= select Ultralytics' built-in distillation; yolo_tsd distils with teacher=. "
                 "Use one of the two, never both: drop distill_model and dis."
             )
         if not teacher:
-            raise ValueError("teacher= is required: pass teacher=path/to/teacher.pt (an Ultralytics detection .pt)")
-        model = str(check_model_file_from_stem(overrides.get("model") or "yolov8n.yaml"))
-        if not overrides.get("resume"):
-            check_dict_alignment(cfg2dict(cfg), overrides)  # Ultralytics' own check, before the teacher loads
+            raise UsageError("teacher= is required: pass teacher=path/to/teacher.pt (an Ultralytics detection .pt)")
+        run_dir = None
+        if not resume:
+            check_keys(overrides)  # unknown keys, with the closest spelling, before Ultralytics' own check
+            try:
+                check_dict_alignment(cfg2dict(cfg), overrides)  # deprecated keys, Ultralytics' way
+                run_dir = get_save_dir(get_cfg(cfg, overrides))  # where Ultralytics will create the run folder
+            except (TypeError, ValueError, SyntaxError) as e:  # a value of the wrong type or out of range
+                raise UsageError(str(e)) from e
+            model = str(check_model_file_from_stem(overrides.get("model") or "yolov8n.yaml"))
             if model.endswith(".pt"):
                 resolve_weights(model, "model")  # fail fast instead of Ultralytics' download attempts
-            check_data(overrides.get("data") or "")
+            check_data(overrides.get("data"))
         self.teacher = Teacher.load(teacher)
         if overrides.get("compile"):  # as Ultralytics does for its own distillation: the teacher runs eagerly
             LOGGER.warning(f"{colorstr('tsd:')} compile is not supported with distillation and is disabled")
             overrides["compile"] = False
 
-        super().__init__(cfg, overrides, _callbacks)
-        with self.clean_up_on_error():
+        fresh = run_dir is not None and not run_dir.exists()
+        try:
+            super().__init__(cfg, overrides, _callbacks)
             self.teacher.check_names(self.data["names"])
+        except Exception:
+            if fresh and RANK in {-1, 0} and run_dir.exists():  # never leave a half-made run folder behind
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         self.args.teacher, self.args.tsd = self.teacher.path, self.tsd.to_dict()  # survive DDP relaunch and resume
         if RANK in {-1, 0}:
             YAML.save(self.save_dir / "args.yaml", vars(self.args))
@@ -167,6 +195,13 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
             if callback not in self.callbacks[event]:
                 self.add_callback(event, callback)
         self.plot_batch: dict | None = None  # fixed validation images for the significance pictures
+
+    def get_dataset(self):
+        """Ultralytics' dataset check; its refusal of a dataset becomes a ``UsageError`` (one line, no traceback)."""
+        try:
+            return super().get_dataset()
+        except RuntimeError as e:
+            raise UsageError(" ".join(str(e).split())) from e
 
     @staticmethod
     def saved_run_args(resume: str | bool) -> dict:
@@ -236,6 +271,13 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         if self.tsd.close_mosaic_stop and self.args.close_mosaic and epoch >= self.epochs - self.args.close_mosaic:
             return 0.0
         return min(1.0, (epoch + 1) / (self.tsd.warmup_epochs + 1))
+
+    def save_metrics(self, metrics):
+        """Ultralytics' results.csv row, plus this epoch's gradient split (``tsd/grad_share``, ``tsd/grad_cos``)."""
+        extra = gradient_summary(self.tsd_model.gradient_stats) if self.tsd_model else {}
+        if self.tsd_model:
+            self.tsd_model.gradient_stats.clear()
+        super().save_metrics({**metrics, **extra})
 
     def get_validator(self):
         """Ultralytics' detection validator, given Ultralytics' arguments only (it rejects unknown keys)."""

@@ -1,5 +1,5 @@
-"""The embedded demo dataset: deterministic, generated on the spot, no download."""
+"""The embedded datasets: deterministic, generated on the spot, no download."""
 
-from .shapes import CLASSES, make_dataset
+from .generate import CLASSES, KINDS, make_dataset
 
-__all__ = ["CLASSES", "make_dataset"]
+__all__ = ["CLASSES", "KINDS", "make_dataset"]

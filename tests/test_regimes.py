@@ -1,0 +1,146 @@
+"""The benchmark regimes at toy scale: generated data, cached teachers and students, overhead, YOLO26 stats."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import yaml
+
+import yolo_tsd.regimes as regimes
+from yolo_tsd.data import KINDS, make_dataset
+from yolo_tsd.e2e import duplicates, iou_matrix
+from yolo_tsd.regimes import REGIMES, Regime, regime_inputs, trained_once
+
+# The bytes of two small datasets: a change means the generator's output changed, so bump its version in
+# yolo_tsd/data/generate.py (the cache folders are named after it) and re-measure the benchmark.
+GOLDEN = {
+    "shapes": "75c1cbd51907dc71",
+    "scenes": "b46a927cd9c9999f",
+}
+
+
+def digest(data_yaml):
+    h = hashlib.sha256()
+    for f in sorted(data_yaml.parent.rglob("*")):
+        if f.suffix in (".png", ".txt"):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("kind", ["shapes", "scenes"])
+def test_generated_data_is_the_same_bytes_every_time_and_labelled(kind, tmp_path):
+    a = make_dataset(tmp_path / "a", n_train=3, n_val=2, imgsz=96, seed=4, kind=kind)
+    b = make_dataset(tmp_path / "b", n_train=3, n_val=2, imgsz=96, seed=4, kind=kind)
+    assert digest(a) == digest(b)
+    assert digest(a) == GOLDEN[kind], f"{kind} output changed: bump its version ({digest(a)})"
+    spec = yaml.safe_load(a.read_text())
+    assert list(spec["names"].values()) == list(KINDS[kind].classes)
+    rows = [
+        list(map(float, line.split()))
+        for f in (a.parent / "labels").rglob("*.txt")
+        for line in f.read_text().split("\n")
+        if line
+    ]
+    assert rows and all(0 <= r[0] < len(KINDS[kind].classes) and all(0 < v <= 1 for v in r[1:]) for r in rows)
+
+
+def test_scenes_have_eleven_classes_and_several_objects_per_image(tmp_path):
+    y = make_dataset(tmp_path, n_train=12, n_val=2, imgsz=128, seed=0, kind="scenes")
+    counts = [len(f.read_text().split()) // 5 for f in (y.parent / "labels" / "train").iterdir()]
+    assert len(KINDS["scenes"].classes) == 11 and np.mean(counts) >= 3
+
+
+def test_every_regime_is_described_and_tuning_is_one_of_them():
+    assert regimes.TUNING in REGIMES
+    text = regimes.describe()
+    assert all(f"  {name} " in text for name in REGIMES) and "(tuning)" in text
+    assert {r.data["kind"] for r in REGIMES.values()} >= {"shapes", "scenes"}
+    assert any(r.pretrain for r in REGIMES.values()) and any(r.e2e for r in REGIMES.values())
+
+
+TINY = {"imgsz": 64, "batch": 8, "nbs": 8, "epochs": 1, "workers": 0}
+
+
+@pytest.fixture()
+def tiny_regimes(monkeypatch):
+    data = {"kind": "shapes", "n_train": 8, "n_val": 4, "imgsz": 64, "seed": 0}
+    tiny = {
+        "t": Regime("tiny", data, {"model": "yolov8s.yaml", **TINY}, {"model": "yolov8n.yaml", **TINY}),
+        "ft": Regime(
+            "tiny fine-tuning",
+            data,
+            {},
+            {**TINY},
+            pretrain={"data": {**data, "kind": "scenes", "seed": 3}, "train": {"model": "yolov8n.yaml", **TINY}},
+            teacher_from="t",
+        ),
+    }
+    monkeypatch.setattr(regimes, "REGIMES", tiny)
+    return tiny
+
+
+def test_regime_inputs_train_once_and_share(tiny_regimes, tmp_path):
+    common = {"device": "cpu", "project": str(tmp_path / "runs")}
+    data, teacher, student = regime_inputs("t", tmp_path / "cache", common)
+    assert teacher.is_file() and student["model"] == "yolov8n.yaml" and data.is_file()
+    mtime = teacher.stat().st_mtime
+    data2, teacher2, student2 = regime_inputs("ft", tmp_path / "cache", common)
+    assert teacher2 == teacher and teacher.stat().st_mtime == mtime  # shared, not retrained
+    assert student2["model"].endswith(".pt") and "scenes" in student2["model"]  # pretrained on the other dataset
+    again = trained_once(
+        tmp_path / "cache" / "teachers", {**common, "model": "yolov8s.yaml", **TINY, "data": str(data)}
+    )
+    assert again == teacher  # the demo asks with the same recipe and gets the same file
+
+
+def test_overhead_times_each_method(tiny_regimes, tmp_path, monkeypatch):
+    from yolo_tsd.overhead import run_overhead
+
+    monkeypatch.setenv("YOLO_TSD_CACHE", str(tmp_path / "cache"))
+    result = run_overhead(regime="t", rounds=2)
+    assert set(result["median_s"]) == {"plain", "builtin", "tsd", "teacher_only"}
+    assert all(v > 0 for v in result["median_s"].values())
+    assert result["tsd_x_plain"] > 1 and 0 < result["teacher_share_of_tsd_step"] < 1
+
+
+def test_iou_matrix_known_values():
+    a = np.array([[0, 0, 10, 10.0]])
+    b = np.array([[0, 0, 10, 10.0], [5, 0, 15, 10.0], [20, 20, 30, 30.0]])
+    assert np.allclose(iou_matrix(a, b), [[1.0, 50 / 150, 0.0]])
+
+
+def test_one2one_duplicates_are_counted_per_object(tmp_path, data_yaml, monkeypatch):
+    import torch
+
+    class Fires:  # an NMS-free model that outputs every ground-truth box twice (and one stray box)
+        end2end = False
+
+        def __init__(self, boxes):
+            self.boxes = boxes
+
+        def float(self):
+            return self
+
+        def eval(self):
+            return self
+
+        def __call__(self, x):
+            rows = [[*b, 0.9, c] for c, b in self.boxes] * 2 + [[0, 0, 1, 1, 0.9, 0]]
+            return torch.tensor([rows], dtype=torch.float32)
+
+    label = sorted((data_yaml.parent / "labels" / "val").iterdir())[0]
+    gts = [
+        (int(c), [(x - w / 2) * 64, (y - h / 2) * 64, (x + w / 2) * 64, (y + h / 2) * 64])
+        for c, x, y, w, h in np.loadtxt(label, ndmin=2)
+    ]
+    import ultralytics.nn.tasks as tasks
+
+    monkeypatch.setattr(tasks, "load_checkpoint", lambda *a, **k: (Fires(gts), None))
+    single = tmp_path / "one"
+    (single / "images" / "val").mkdir(parents=True)
+    (single / "labels" / "val").mkdir(parents=True)
+    image = data_yaml.parent / "images" / "val" / f"{label.stem}.png"
+    (single / "images" / "val" / image.name).write_bytes(image.read_bytes())
+    (single / "labels" / "val" / label.name).write_bytes(label.read_bytes())
+    stats = duplicates("model.pt", single / "data.yaml", 64)
+    assert stats == {"dup_per_object": 1.0, "fired_per_object": 2.0}

@@ -1,0 +1,78 @@
+"""Generated YOLO-format datasets: deterministic, offline, the same bytes on every machine.
+
+Every image depends only on ``(kind, seed, split, index)``. Kinds: ``shapes`` (the demo: five flat shape classes on
+smooth backgrounds) and ``scenes`` (eleven textured classes in cluttered, unevenly lit photograph-like scenes).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from .masks import SCENE_OBJECTS, SHAPES
+from .samplers import scenes_image, shapes_image
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A dataset generator: its version (part of the folder name: bump it when the output changes), classes, sampler."""
+
+    version: int
+    classes: tuple[str, ...]
+    sample: Callable[[np.random.Generator, int], tuple[np.ndarray, list[list[float]]]]
+
+
+KINDS = {
+    "shapes": Kind(3, tuple(SHAPES), shapes_image),  # v3: numpy-only rendering (v2 drew with OpenCV)
+    "scenes": Kind(1, tuple(SCENE_OBJECTS), scenes_image),
+}
+CLASSES = KINDS["shapes"].classes
+
+
+def make_dataset(
+    root: str | Path, n_train: int = 256, n_val: int = 64, imgsz: int = 160, seed: int = 0, kind: str = "shapes"
+) -> Path:
+    """Write the dataset under ``root`` (once; reused when complete) and return its data yaml.
+
+    Args:
+        root (str | Path): Parent folder; the dataset goes into a sub-folder named after its parameters.
+        n_train (int): Training images.
+        n_val (int): Validation images.
+        imgsz (int): Square image size in pixels.
+        seed (int): Seed; the dataset is a pure function of the arguments.
+        kind (str): ``shapes`` or ``scenes``.
+
+    Returns:
+        (Path): The data yaml, usable as ``data=`` for Ultralytics.
+    """
+    gen = KINDS[kind]
+    folder = Path(root) / f"{kind}-v{gen.version}-{n_train}-{n_val}-{imgsz}-s{seed}"
+    data_yaml = folder / "data.yaml"
+    if data_yaml.is_file():  # written last: its presence means the dataset is complete
+        return data_yaml
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for split, n, offset in (("train", n_train, 0), ("val", n_val, 10**6)):
+        (tmp / "images" / split).mkdir(parents=True)
+        (tmp / "labels" / split).mkdir(parents=True)
+        for i in range(n):
+            img, labels = gen.sample(np.random.default_rng([seed, offset + i]), imgsz)
+            cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img[..., ::-1])  # RGB -> BGR: PNG is lossless
+            lines = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in labels]
+            (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    spec = {
+        "path": str(folder.resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "names": dict(enumerate(gen.classes)),
+    }
+    data_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return data_yaml

@@ -1,0 +1,139 @@
+"""Named benchmark regimes: data, teacher and student recipes that differ in nature, each generated offline.
+
+A regime fixes everything but the variant and the seed: the dataset (generated), the teacher (trained once on it and
+cached), the student's training recipe, and for ``finetune`` a student pretrained on another dataset. Settings are
+tuned on ``TUNING`` and validated on every other regime; no setting is chosen on a report regime.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data import make_dataset
+
+TUNING = "shapes_tune"
+
+
+@dataclass(frozen=True)
+class Regime:
+    """One benchmark setting.
+
+    Attributes:
+        about (str): What it stands for, for ``help``.
+        data (dict): ``make_dataset`` arguments (kind, n_train, n_val, imgsz, seed).
+        teacher (dict): Ultralytics training arguments of the teacher (trained once, cached).
+        student (dict): Ultralytics training arguments of every student of the regime (model, epochs, ...).
+        pretrain (dict | None): For fine-tuning: the dataset and training arguments of the student's pretraining.
+        teacher_from (str | None): Use another regime's teacher (same data) instead of training one.
+    """
+
+    about: str
+    data: dict[str, Any]
+    teacher: dict[str, Any]
+    student: dict[str, Any]
+    pretrain: dict[str, Any] | None = None
+    teacher_from: str | None = None
+    e2e: bool = field(default=False)
+
+
+SHAPES_DATA = {"kind": "shapes", "n_train": 256, "n_val": 64, "imgsz": 128}
+SMALL = {"imgsz": 128, "batch": 8, "nbs": 8, "warmup_epochs": 1}  # from scratch on 256 images: one step per batch
+REGIMES: dict[str, Regime] = {
+    "shapes": Regime(
+        "the demo: 5 flat shape classes, 128 px, a yolov8s teacher trained 20 epochs, yolov8n from scratch 15 epochs, "
+        "an optimizer step per batch of 8",
+        {**SHAPES_DATA, "seed": 0},
+        {"model": "yolov8s.yaml", "epochs": 20, **SMALL},
+        {"model": "yolov8n.yaml", "epochs": 15, **SMALL},
+    ),
+    "shapes_tune": Regime(
+        "the tuning split: the shapes regime on other images (dataset seed 1), its own teacher",
+        {**SHAPES_DATA, "seed": 1},
+        {"model": "yolov8s.yaml", "epochs": 20, **SMALL},
+        {"model": "yolov8n.yaml", "epochs": 15, **SMALL},
+    ),
+    "scenes": Regime(
+        "photograph-like: 11 textured classes in cluttered, unevenly lit scenes, 256 px, a strong yolov8s teacher "
+        "trained 60 epochs, yolov8n from scratch 20 epochs at batch 16 with Ultralytics' nbs=64 (few optimizer steps)",
+        {"kind": "scenes", "n_train": 600, "n_val": 200, "imgsz": 256, "seed": 0},
+        {"model": "yolov8s.yaml", "epochs": 60, "imgsz": 256, "batch": 16},
+        {"model": "yolov8n.yaml", "epochs": 20, "imgsz": 256, "batch": 16, "close_mosaic": 5},
+    ),
+    "finetune": Regime(
+        "fine-tuning: a yolov8n pretrained on scenes (other classes' data, as yolov8n.pt is on COCO), distilled on "
+        "the shapes data for 10 epochs with the shapes teacher",
+        {**SHAPES_DATA, "seed": 0},
+        {},
+        {"epochs": 10, **SMALL},
+        pretrain={
+            "data": {"kind": "scenes", "n_train": 600, "n_val": 100, "imgsz": 128, "seed": 5},
+            "train": {"model": "yolov8n.yaml", "epochs": 30, **SMALL},
+        },
+        teacher_from="shapes",
+    ),
+    "yolo26": Regime(
+        "a YOLO26 student (NMS-free one-to-one head, no DFL) with the shapes regime's YOLOv8 teacher",
+        {**SHAPES_DATA, "seed": 0},
+        {},
+        {"model": "yolo26n.yaml", "epochs": 15, **SMALL},
+        teacher_from="shapes",
+        e2e=True,
+    ),
+}
+
+
+def regime_inputs(name: str, cache: Path, train_common: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
+    """The data yaml and teacher of a regime (generated and trained once into ``cache``) and its student arguments.
+
+    Args:
+        name (str): A key of ``REGIMES``.
+        cache (Path): Folder for generated data, teachers and pretrained students.
+        train_common (dict): Ultralytics arguments for every training done here (device, project, ...).
+
+    Returns:
+        (tuple): Data yaml, teacher checkpoint, and the student's training arguments (``model`` included).
+    """
+    regime = REGIMES[name]
+    data = make_dataset(cache / "data", **regime.data)
+    if regime.teacher_from:
+        _, teacher, _ = regime_inputs(regime.teacher_from, cache, train_common)
+    else:
+        teacher = trained_once(cache / "teachers", {**train_common, **regime.teacher, "data": str(data)})
+    student = dict(regime.student)
+    if regime.pretrain:
+        pre_data = make_dataset(cache / "data", **regime.pretrain["data"])
+        pre = {**train_common, **regime.pretrain["train"], "data": str(pre_data)}
+        student["model"] = str(trained_once(cache / "pretrained", pre))
+    return data, teacher, student
+
+
+def trained_once(folder: Path, overrides: dict[str, Any]) -> Path:
+    """A plain Ultralytics model trained with ``overrides``: from ``folder`` if there, else trained now and kept there.
+
+    The file is named after what determines it (model, epochs, batch, nbs, image size, data), so the demo and the
+    benchmark share a teacher trained the same way, and a changed recipe never picks up a stale one.
+    """
+    o = {"batch": 16, "nbs": 64, "imgsz": 640, **overrides}
+    name = (
+        f"{Path(o['model']).stem}-e{o['epochs']}-b{o['batch']}-n{o['nbs']}-i{o['imgsz']}-{Path(o['data']).parent.name}"
+    )
+    target = folder / f"{name}.pt"
+    if target.is_file():
+        return target
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils import LOGGER, colorstr
+
+    LOGGER.info(f"{colorstr('regime:')} training {overrides['model']} once for {target} ({overrides['epochs']} epochs)")
+    trainer = DetectionTrainer(overrides={"exist_ok": True, "plots": False, **overrides, "name": name})
+    trainer.train()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(trainer.best, target)
+    return target
+
+
+def describe() -> str:
+    """One line per regime, for ``help``."""
+    return "\n".join(f"  {k:12s} {r.about}{' (tuning)' if k == TUNING else ''}" for k, r in REGIMES.items())
