@@ -194,3 +194,79 @@ def test_reg_max_1_box_term_is_l1_or_iou_on_decoded_distances():
         _, _, tsd = distiller("yolo26s.yaml", "yolo26n.yaml", box_r1=mode, lambda_feat=0, lambda_cls=0)
         values[mode] = tsd.loss(batch)[1]["dbox_loss"].item()
     assert values["l1"] > 0 and 0 < values["iou"] <= 1 and values["l1"] != values["iou"]
+
+
+def test_channel_standardised_feature_term_ignores_the_teachers_feature_scale(monkeypatch):
+    from yolo_tsd.teacher import Teacher
+
+    values = {}
+    for scale in (1.0, 100.0):
+        student, teacher, tsd = distiller(feat_norm="channel", lambda_cls=0, lambda_box=0)
+        call = Teacher.__call__
+
+        def scaled(self, images, call=call, scale=scale):  # a random teacher's features are ~1e-8: make them ~scale
+            out = call(self, images)
+            return {**out, "feats": [f / f.std() * scale for f in out["feats"]]}
+
+        monkeypatch.setattr(Teacher, "__call__", scaled)
+        values[scale] = tsd.loss(make_batch())[1]["dfeat_loss"].item()
+        monkeypatch.setattr(Teacher, "__call__", call)
+    assert values[100.0] == pytest.approx(values[1.0], rel=1e-4)
+    _, _, raw = distiller(lambda_cls=0, lambda_box=0)  # without it the term follows the scale
+    assert raw.loss(make_batch())[1]["dfeat_loss"] > 0
+
+
+def test_balanced_terms_are_lambda_times_the_detection_loss():
+    student, _, tsd = distiller(balance="loss", lambda_feat=0.5, lambda_cls=0.25, lambda_box=0.1)
+    batch = make_batch()
+    step = tsd.step(batch, student(batch["img"]))
+    det = step.loss[:3].sum().item() / batch["img"].shape[0]  # the first step sets the running sizes
+    got = [step.items[k].item() for k in LOSS_NAMES]
+    assert got == pytest.approx([0.5 * det, 0.25 * det, 0.1 * det], rel=1e-4)
+    for _ in range(3):  # afterwards, running sizes: still of that order, never exploding
+        step = tsd.step(batch, student(batch["img"]))
+    det = step.loss[:3].sum().item() / batch["img"].shape[0]
+    assert 0.2 * det < step.items["dfeat_loss"].item() < 2.5 * det
+
+
+def test_balanced_class_term_does_not_grow_with_the_number_of_classes():
+    sizes = {}
+    for nc in (5, 80):
+        student, _, tsd = distiller(nc=nc, balance="loss", lambda_feat=0, lambda_box=0, lambda_cls=0.5)
+        batch = make_batch()
+        step = tsd.step(batch, student(batch["img"]))
+        sizes[nc] = step.items["dcls_loss"].item() / (step.loss[:3].sum().item() / batch["img"].shape[0])
+    assert sizes[5] == pytest.approx(0.5, rel=1e-4) and sizes[80] == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "teacher_score"])
+def test_comparison_weightings_change_only_where_the_terms_act(weighting, monkeypatch):
+    import yolo_tsd.criterion as criterion
+
+    seen = {}
+    original = criterion.distillation_weights
+    monkeypatch.setattr(criterion, "distillation_weights", lambda *a: seen.setdefault("w", original(*a)))
+    student, _, tsd = distiller(weighting=weighting)
+    batch = make_batch()
+    step = tsd.step(batch, student(batch["img"]))
+    w, sig = seen["w"], step.significance["detect"]
+    if weighting == "uniform":
+        assert torch.equal(w, torch.ones_like(sig.weight))
+    else:
+        assert w.min() >= 0 and w.max() <= 1 and not torch.equal(w, sig.weight) and w.std() > 0
+    assert all(step.items[k] > 0 for k in LOSS_NAMES)
+
+
+def test_gradient_split_matches_separate_backward_passes():
+    from yolo_tsd.model import gradient_split, gradient_summary
+
+    student, _, tsd = distiller()
+    batch = make_batch()
+    loss = tsd.loss(batch)[0]
+    norms = gradient_split(loss, student)
+    params = [p for p in student.parameters() if p.requires_grad]
+    det = torch.autograd.grad(loss[:3].sum(), params, retain_graph=True, allow_unused=True)
+    det_norm = torch.cat([g.flatten() for g in det if g is not None]).norm()
+    assert norms[0].item() == pytest.approx(det_norm.item(), rel=1e-5) and norms[1] > 0
+    summary = gradient_summary([norms])
+    assert 0 < summary["tsd/grad_share"] < 1 and -1 <= summary["tsd/grad_cos"] <= 1
