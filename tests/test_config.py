@@ -66,3 +66,14 @@ def test_readme_has_the_generated_settings_table():
     assert markdown_table() in (ROOT / "README.md").read_text(), "paste yolo_tsd.config.markdown_table() into README"
     for name in TSDConfig().to_dict():
         assert f"| `{name}` |" in markdown_table(), name
+
+
+def test_every_choice_survives_the_command_line_parser():
+    """A choice like 'none' or 'true' would reach the settings as None or True from tsd_<key>=<choice>."""
+    import dataclasses
+
+    from ultralytics.cfg import parse_key_value_pair
+
+    for f in dataclasses.fields(TSDConfig):
+        for choice in f.metadata["choices"]:
+            assert parse_key_value_pair(f"tsd_{f.name}={choice}")[1] == choice, (f.name, choice)

@@ -49,6 +49,8 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "binary": {"tsd_split": "binary"},
     "feat_only": {"tsd_lambda_cls": 0.0, "tsd_lambda_box": 0.0},
     "logits_only": {"tsd_lambda_feat": 0.0},
+    "o2o_off": {"tsd_one2one_mode": "off"},  # YOLO26 students: the one-to-one branch not distilled at all
+    "o2o_all": {"tsd_one2one_mode": "all"},  # ... or on every anchor (what one2one_mode=positives prevents)
 }
 DEFAULTS = {"regime": "shapes", "seeds": "0,1,2", "variants": "plain,builtin,tsd,uniform,teacher_score"}
 JOB_KEYS = ("regime", "train", "teacher", "tsd", "dis")  # what makes two runs of a (variant, seed) comparable

@@ -38,16 +38,16 @@ class TSDConfig:
     lambda_cls: float = _setting(2.0, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
     lambda_box: float = _setting(2.0, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
     balance: str = _setting(
-        "none",
+        "off",
         "term scale: loss (each term rescaled by a running ratio of the detection loss to its own size, so that "
-        "lambda is its size as a fraction of the detection loss, whatever the data, model or classes) or none (raw)",
-        choices=("loss", "none"),
+        "lambda is its size as a fraction of the detection loss, whatever the data, model or classes) or off (raw)",
+        choices=("loss", "off"),
     )
     feat_norm: str = _setting(
-        "none",
+        "off",
         "neck features compared after standardising each channel over the batch (channel, as PKD: independent of "
-        "the teacher's feature scale) or as they are (none)",
-        choices=("channel", "none"),
+        "the teacher's feature scale) or as they are (off)",
+        choices=("channel", "off"),
     )
     weighting: str = _setting(
         "tsd",

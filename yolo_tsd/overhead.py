@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,26 +58,32 @@ def build_student(model: str, nc: int, names: dict, args: dict) -> torch.nn.Modu
 
 
 def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> dict:
-    """Median seconds of one step per method on the regime's data, and the ratios that matter. Printed and returned."""
+    """Median seconds of one step per method on the regime's data, and the ratios that matter. Printed and returned.
+
+    ``device=0`` runs on the first GPU (CUDA time is synchronised around each step); the default is the CPU.
+    """
     from ultralytics.nn.distill_model import DistillationModel
     from ultralytics.utils import YAML
 
     from .config import TSDConfig
+    from .criterion import synced_clock
     from .demo import cache_dir
     from .model import TSDModel
     from .regimes import regime_inputs
     from .teacher import Teacher
 
+    device = torch.device("cuda:0" if str(overrides.get("device", "cpu")) in {"0", "cuda"} else "cpu")
     data, teacher_path, student_args = regime_inputs(regime, cache_dir(), {"device": "cpu"})
-    student_args = {**student_args, **overrides}
+    student_args = {**student_args, **{k: v for k, v in overrides.items() if k != "device"}}
     names = YAML.load(data)["names"]
     batch = real_batch(data, int(student_args.get("batch", 16)), int(student_args.get("imgsz", 640)))
+    batch = {k: v.to(device) for k, v in batch.items()}
     args = {k: v for k, v in student_args.items() if k != "model"}
     tsd_cfg = TSDConfig.load(None, {k[4:]: v for k, v in overrides.items() if k.startswith("tsd_")})
-    teacher = Teacher.load(teacher_path)
+    teacher = Teacher.load(teacher_path).to(device)
 
     def make(kind: str):
-        student = build_student(student_args["model"], len(names), names, args)
+        student = build_student(student_args["model"], len(names), names, args).to(device)
         if kind == "builtin":
             wrapped = DistillationModel(teacher_model=str(teacher_path), student_model=student).train()
             return lambda: wrapped.loss(batch)[0].sum().backward()
@@ -94,10 +99,10 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
     for r in range(rounds + 1):
         order = list(steps)[r % len(steps) :] + list(steps)[: r % len(steps)]  # rotate: no method always goes first
         for k in order:
-            t0 = time.perf_counter()
+            t0 = synced_clock(device)
             steps[k]()
             if r:  # round 0 warms up
-                seconds[k].append(time.perf_counter() - t0)
+                seconds[k].append(synced_clock(device) - t0)
     med = {k: statistics.median(v) for k, v in seconds.items()}
     result = {
         "regime": regime,

@@ -7,8 +7,8 @@ the peak resident size is reset through ``/proc/self/clear_refs``, and ``MALLOC_
 go back to the system, so the resident size follows the live tensors).
 
 ``flops``: FLOP counts of the teacher's forward, the student's forward and backward and the distillation terms at one
-batch, from PyTorch's FLOP counter (convolutions and matrix products) plus one FLOP per output element of every other
-op: the basis of the estimated GPU step split in BENCHMARKS.md.
+batch, from PyTorch's FLOP counter (convolutions and matrix products), and the bytes every other op writes (its
+memory traffic): the basis of the estimated GPU step split in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -194,25 +194,30 @@ def memory_table(rows: list[dict]) -> str:
 
 
 def count_flops(fn) -> tuple[float, float]:
-    """(convolution/matmul FLOPs from PyTorch's counter, one-per-output-element FLOPs of every other op) of ``fn``."""
+    """(FLOPs of convolutions and matrix products from PyTorch's counter, bytes written by every other op) of ``fn``.
+
+    The second figure counts the output bytes of every op that is not a convolution, a matrix product or a view
+    (views move no data): the memory traffic of the elementwise work, which a GPU pays in bandwidth, not FLOPs.
+    """
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode
 
-    class Elementwise(TorchDispatchMode):
+    class Written(TorchDispatchMode):
         def __init__(self):
             super().__init__()
             self.total = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            if "conv" not in func.__name__ and "mm" not in func.__name__:
-                self.total += sum(t.numel() for t in _tensors(out))
+            view = any(r.alias_info is not None for r in func._schema.returns)
+            if not view and "conv" not in func.__name__ and "mm" not in func.__name__:
+                self.total += sum(t.numel() * t.element_size() for t in _tensors(out))
             return out
 
-    counter, elementwise = FlopCounterMode(display=False), Elementwise()
-    with counter, elementwise:
+    counter, written = FlopCounterMode(display=False), Written()
+    with counter, written:
         fn()
-    return float(counter.get_total_flops()), float(elementwise.total)
+    return float(counter.get_total_flops()), float(written.total)
 
 
 def pair_flops(teacher_cfg: str, student_cfg: str, batch: dict) -> dict:
@@ -243,11 +248,11 @@ def pair_flops(teacher_cfg: str, student_cfg: str, batch: dict) -> dict:
         "student": student_cfg,
         "batch": batch["img"].shape[0],
         "teacher_gflop": t_model / 1e9,
-        "teacher_other_gflop": t_other / 1e9,
+        "teacher_other_gb": t_other / 1e9,
         "student_step_gflop": s_model / 1e9,
-        "student_other_gflop": s_other / 1e9,
+        "student_other_gb": s_other / 1e9,
         "terms_gflop": terms_model / 1e9,
-        "terms_other_gflop": terms_other / 1e9,
+        "terms_other_gb": terms_other / 1e9,
     }
 
 

@@ -169,13 +169,13 @@ def _arc(u: np.ndarray, v: np.ndarray, cut: np.ndarray) -> np.ndarray:
     return (r2 <= 1.0) & (r2 >= 0.7) & (u * cut[0] + v * cut[1] > 0.1)
 
 
-def scenes_image(rng: np.random.Generator, size: int, max_objects: int = 10) -> tuple[np.ndarray, list[list[float]]]:
+def scenes_image(rng: np.random.Generator, size: int, max_objects: int = 8) -> tuple[np.ndarray, list[list[float]]]:
     """Eleven textured object classes in cluttered, unevenly lit photograph-like scenes, partly occluded."""
     img = scene_background(rng, size)
-    clutter(rng, img, int(rng.integers(2, 7)))  # behind the objects
+    clutter(rng, img, int(rng.integers(1, 6)))  # behind the objects
     names = list(SCENE_OBJECTS)
     labels = []
-    for box in place_boxes(rng, size, int(rng.integers(2, max_objects + 1)), 0.05, 0.45):
+    for box in place_boxes(rng, size, int(rng.integers(1, max_objects + 1)), 0.08, 0.5):
         cls = int(rng.integers(0, len(names)))
         alpha, region = silhouette(SCENE_OBJECTS[names[cls]], box)
         if rng.random() < 0.5:  # a soft shadow, offset down and right
@@ -185,7 +185,7 @@ def scenes_image(rng: np.random.Generator, size: int, max_objects: int = 10) -> 
         fill = texture(rng, *alpha.shape, contrasting(rng, img, box))
         blend(img, alpha, fill, region)
         labels.append(yolo_label(cls, box, size))
-    clutter(rng, img, int(rng.integers(1, 6)))  # in front: partial occlusion
+    clutter(rng, img, int(rng.integers(0, 4)))  # in front: partial occlusion
     img = box_blur(img, int(rng.integers(0, 2)))
     img = img * rng.uniform(0.75, 1.2) + rng.uniform(-20, 20) + rng.normal(0, rng.uniform(2, 8), img.shape)
     return to_uint8(img), labels
