@@ -63,7 +63,7 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
     ``device=0`` runs on the first GPU (CUDA time is synchronised around each step); the default is the CPU.
     """
     from ultralytics.nn.distill_model import DistillationModel
-    from ultralytics.utils import YAML
+    from ultralytics.utils import NUM_THREADS, YAML
 
     from .config import TSDConfig
     from .criterion import synced_clock
@@ -73,6 +73,7 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
     from .teacher import Teacher
 
     device = torch.device("cuda:0" if str(overrides.get("device", "cpu")) in {"0", "cuda"} else "cpu")
+    torch.set_num_threads(NUM_THREADS)  # what Ultralytics' trainer uses on a CPU, so the step matches training
     data, teacher_path, student_args = regime_inputs(regime, cache_dir(), {"device": "cpu"})
     student_args = {**student_args, **{k: v for k, v in overrides.items() if k != "device"}}
     names = YAML.load(data)["names"]
