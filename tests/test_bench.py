@@ -123,3 +123,27 @@ def test_training_defaults_follow_the_regime_or_the_data(monkeypatch, tmp_path, 
         bench.run(data=str(data_yaml), teacher=str(tmp_path / "missing_teacher.pt"))
     with pytest.raises(ValueError, match="one device"):
         bench.run(data=str(data_yaml), teacher=str(teacher_pt), device="0,1")
+
+
+def test_a_variant_carries_its_own_settings_to_its_own_method_only(monkeypatch, tmp_path, data_yaml, teacher_pt):
+    """``builtin:dis=2`` and ``tsd:lambda_feat=0.5`` tune each method in one table; a wrong setting stops at once."""
+    import yolo_tsd.bench as bench
+
+    jobs = []
+    monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: jobs.append(json.loads(cmd[-1])))
+    variants = "plain,builtin,builtin:dis=2,tsd,tsd:lambda_feat=0.5:region_norm=off,uniform:lambda_cls=0"
+    bench.run(seeds=0, variants=variants, project=str(tmp_path), data=str(data_yaml), teacher=str(teacher_pt))
+    by = {j["variant"]: j for j in jobs}
+    assert [by[v]["dis"] for v in ("plain", "builtin", "builtin:dis=2")] == [None, bench.BUILTIN_DIS, 2.0]
+    assert by["builtin:dis=2"]["tsd"] == {} and by["plain"]["teacher"] is None
+    assert by["tsd:lambda_feat=0.5:region_norm=off"]["tsd"] == {"tsd_lambda_feat": 0.5, "tsd_region_norm": "off"}
+    assert by["uniform:lambda_cls=0"]["tsd"] == {"tsd_weighting": "uniform", "tsd_lambda_cls": 0}  # ablation kept
+    for bad, match in (
+        ("tsd:lambda_fet=1", "lambda_feat"),  # did-you-mean from the settings
+        ("builtin:lambda_feat=1", "only dis="),
+        ("plain:dis=1", "no settings"),
+        ("tsd:lambda_feat", "not key=value"),
+        ("nope", "unknown variant"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            bench.run(seeds=0, variants=bad, project=str(tmp_path), data=str(data_yaml), teacher=str(teacher_pt))

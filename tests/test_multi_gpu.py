@@ -100,8 +100,9 @@ def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path):
     port = 29500 + os.getpid() % 1000
     mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    tsd = build(adapter_seed=100)  # rank 0's adapters, which DDP's initial broadcast gave every rank
-    singles = [grads(tsd, make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
+    # rank 0's adapters, which DDP's initial broadcast gave every rank; a fresh module per rank, as each rank's first
+    # step (the balance's running term sizes are per process)
+    singles = [grads(build(adapter_seed=100), make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
     for r in range(2):
         assert torch.allclose(ranks[r]["loss"], singles[r][0], rtol=1e-5, atol=1e-6)  # same loss as 1 process
     for part, idx in (("student", 1), ("adapters", 2)):

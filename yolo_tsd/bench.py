@@ -26,9 +26,12 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [overhead] [key=value ...]   (als
   data=PATH teacher=PATH   your own dataset yaml and teacher instead of a regime (Ultralytics' training defaults)
   seeds=0,1,2              seeds; every variant runs with each (seed=<seed>, deterministic=True, plots=False)
   variants=a,b,...         subset of: {variants}
+                           a variant may carry its own settings after colons, to tune or compare in one table:
+                           builtin:dis=2 (the built-in's weight), tsd:lambda_feat=0.5:region_norm=size (this method's)
   project=PATH             output folder (default runs/tsd_bench/<regime>; re-run the same command to resume)
   tsd=PATH tsd_<key>=V     this method's settings for all its variants (an ablation's own setting wins)
-  dis=X                    Ultralytics' built-in distillation weight, for the builtin variant only (its default: 6.0)
+  dis=X                    Ultralytics' built-in distillation weight for the builtin variant (default {dis}: tuned on
+                           the tuning regime like this method's weights; Ultralytics' own default is 6.0)
   any yolo train key       applies to every variant (e.g. epochs=2 for a quick check)
   overhead                 time one training step of plain, built-in and tsd (forward and backward) on the regime's
                            data instead of training: python -m yolo_tsd.bench overhead regime=scenes
@@ -52,16 +55,46 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "o2o_off": {"tsd_one2one_mode": "off"},  # YOLO26 students: the one-to-one branch not distilled at all
     "o2o_all": {"tsd_one2one_mode": "all"},  # ... or on every anchor (what one2one_mode=positives prevents)
 }
+BUILTIN_DIS = 6.0  # the built-in's weight when dis= is not given
 DEFAULTS = {"regime": "shapes", "seeds": "0,1,2", "variants": "plain,builtin,tsd,uniform,teacher_score"}
 JOB_KEYS = ("regime", "train", "teacher", "tsd", "dis")  # what makes two runs of a (variant, seed) comparable
 BENCH_KEYS = ("regime", "seeds", "variants", "project", "teacher", "data", "dis")
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """Split ``tsd:lambda_feat=0.5:region_norm=size`` into the variant ``tsd`` and its own settings.
+
+    This method's variants take ``TSDConfig`` keys (returned with the ``tsd_`` prefix), ``builtin`` takes ``dis``,
+    ``plain`` nothing. Values are read as on the command line (``0.5`` a number, ``off`` a word).
+    """
+    from ultralytics.cfg import smart_value
+
+    from .config import PREFIX, TSDConfig
+
+    base, *pairs = spec.split(":")
+    if base not in VARIANTS:
+        raise UsageError(f"unknown variant {base!r} in {spec!r}; choose from {', '.join(VARIANTS)}")
+    settings = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not value:
+            raise UsageError(f"variant {spec!r}: {pair!r} is not key=value (e.g. builtin:dis=2, tsd:lambda_feat=0.5)")
+        settings[key] = smart_value(value)
+    if base == "plain" and settings:
+        raise UsageError(f"variant {spec!r}: plain training takes no settings")
+    if base == "builtin":
+        if set(settings) - {"dis"}:
+            raise UsageError(f"variant {spec!r}: the built-in distillation takes only dis=")
+        return base, settings
+    TSDConfig.load(None, {**{k[len(PREFIX) :]: v for k, v in (VARIANTS[base] or {}).items()}, **settings})  # check
+    return base, {PREFIX + k: v for k, v in settings.items()}
+
+
 def train_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train one variant with one seed in this process and return its measurements.
 
-    ``job["tsd"]`` holds ``tsd_*`` settings given to the benchmark: they apply to every variant of this method (the
-    variant's own ablation settings win) and never to plain or built-in; ``job["dis"]`` only to built-in.
+    ``job["tsd"]`` holds every setting of this method's variants (the benchmark's ``tsd_*``, the ablation's, the
+    variant's own, later ones winning) and is empty for plain and built-in; ``job["dis"]`` is the built-in's weight.
     """
     import torch
     from ultralytics.models.yolo.detect import DetectionTrainer
@@ -72,6 +105,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     from .ultralytics_internals import builtin_teacher
 
     variant, seed, out = job["variant"], job["seed"], Path(job["out"])
+    base = parse_variant(variant)[0]
     overrides = {
         **job["train"],
         "seed": seed,
@@ -81,11 +115,11 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
         "project": str(out / "train"),
         "name": f"{variant}-s{seed}",
     }
-    if VARIANTS[variant] is None:
-        builtin = {"distill_model": job["teacher"], "dis": job["dis"]} if variant == "builtin" else {}
+    if VARIANTS[base] is None:
+        builtin = {"distill_model": job["teacher"], "dis": job["dis"]} if base == "builtin" else {}
         trainer = DetectionTrainer(overrides={**overrides, **builtin})
     else:
-        trainer = TSDTrainer(overrides={**overrides, "teacher": job["teacher"], **job["tsd"], **VARIANTS[variant]})
+        trainer = TSDTrainer(overrides={**overrides, "teacher": job["teacher"], **job["tsd"]})
     steps: list[float] = []
     parts: dict[str, list[float]] = {"teacher": [], "terms": []}
     clock: dict[str, float] = {}
@@ -205,28 +239,28 @@ def run(**overrides: Any) -> str:
             "bypass its timers. Pass one device, e.g. device=0."
         )
     seeds, variants = [int(s) for s in as_list(args["seeds"])], as_list(args["variants"])
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise UsageError(f"unknown variant(s) {unknown}; choose from {', '.join(VARIANTS)}")
+    specs = {v: parse_variant(v) for v in variants}  # refuses an unknown variant or setting before any training
     label = "custom" if args.get("data") else args["regime"]
     out = Path(args.get("project") or f"runs/tsd_bench/{label}").resolve()
     tsd = {k: v for k, v in args.items() if k.startswith("tsd")}  # this method's settings, for its variants only
     train_user = {k: v for k, v in args.items() if k not in BENCH_KEYS and k not in tsd}
     data, teacher, train, e2e = inputs(args, train_user, out)
     train = {**train, "data": data}
-    dis = float(args.get("dis", 6.0))
+    dis = float(args.get("dis", BUILTIN_DIS))
     (out / "runs").mkdir(parents=True, exist_ok=True)
     for seed in seeds:  # seed-major: an interrupted benchmark has complete seeds first
         for v in variants:
+            base, own = specs[v]
             done = out / "runs" / f"{v}-s{seed}.json"
+            ours = VARIANTS[base] is not None  # plain and built-in never see this method's settings
             job = {
                 "regime": label,
                 "variant": v,
                 "seed": seed,
                 "train": train,
-                "teacher": teacher if v != "plain" else None,  # plain runs are not tied to a teacher
-                "tsd": tsd if VARIANTS[v] is not None else {},  # plain and built-in never see this method's settings
-                "dis": dis if v == "builtin" else None,
+                "teacher": teacher if base != "plain" else None,  # plain runs are not tied to a teacher
+                "tsd": {**tsd, **VARIANTS[base], **own} if ours else {},
+                "dis": float(own.get("dis", dis)) if base == "builtin" else None,
                 "out": str(out),
                 "e2e": e2e,
             }
@@ -277,7 +311,7 @@ def main(argv: list[str]) -> None:
         return
     command, overrides = parse(argv)
     if command == "help":
-        print(USAGE.format(variants=", ".join(VARIANTS), regimes=describe()))
+        print(USAGE.format(variants=", ".join(VARIANTS), regimes=describe(), dis=BUILTIN_DIS))
         return
     run(**overrides)
 

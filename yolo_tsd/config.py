@@ -34,11 +34,11 @@ class TSDConfig:
     """
 
     # loss weights
-    lambda_feat: float = _setting(20.0, "weight of the neck-feature term (0 disables it)", lo=0)
-    lambda_cls: float = _setting(2.0, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
-    lambda_box: float = _setting(2.0, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
+    lambda_feat: float = _setting(1.0, "weight of the neck-feature term (0 disables it)", lo=0)
+    lambda_cls: float = _setting(0.1, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
+    lambda_box: float = _setting(0.1, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
     balance: str = _setting(
-        "off",
+        "loss",
         "term scale: loss (each term rescaled by a running ratio of the detection loss to its own size, so that "
         "lambda is its size as a fraction of the detection loss, whatever the data, model or classes) or off (raw)",
         choices=("loss", "off"),
@@ -97,6 +97,12 @@ class TSDConfig:
     w_high: float = _setting(1.0, "weight of the high region (key and weak)", lo=0)
     w_mid: float = _setting(0.5, "weight of the medium region (key xor weak)", lo=0)
     w_low: float = _setting(0.05, "weight of the low region (everything else)", lo=0)
+    region_norm: str = _setting(
+        "off",
+        "size (each region's weight divided by its anchor count per image and level, so a region's total is its "
+        "weight) or off (the weight is per anchor, so the many low-weight background anchors still count together)",
+        choices=("size", "off"),
+    )
     continuous: bool = _setting(False, "multiply each anchor's weight by the teacher importance")
     # schedule
     warmup_epochs: float = _setting(

@@ -230,7 +230,7 @@ def regions(key: torch.Tensor, weak: torch.Tensor, cfg: TSDConfig) -> torch.Tens
 def anchor_weights(
     region: torch.Tensor, level: torch.Tensor, n_levels: int, imp_t: torch.Tensor, cfg: TSDConfig
 ) -> torch.Tensor:
-    """Per-anchor weight ``w_region / |region|``, the size counted per image and head level.
+    """Per-anchor weight ``w_region / |region|`` (the size counted per image and head level), or ``w_region``.
 
     Args:
         region (torch.Tensor): (B, A) region ids.
@@ -244,10 +244,11 @@ def anchor_weights(
     """
     low = torch.full(region.shape, cfg.w_low, device=region.device)
     w = torch.where(region == HIGH, cfg.w_high, torch.where(region == MID, cfg.w_mid, low))
-    bucket = level.view(1, -1) * 3 + region  # (B, A): one bucket per level and region
-    counts = torch.zeros(region.shape[0], n_levels * 3, device=region.device)
-    counts.scatter_add_(1, bucket, torch.ones_like(w))
-    w = w / counts.gather(1, bucket)
+    if cfg.region_norm == "size":
+        bucket = level.view(1, -1) * 3 + region  # (B, A): one bucket per level and region
+        counts = torch.zeros(region.shape[0], n_levels * 3, device=region.device)
+        counts.scatter_add_(1, bucket, torch.ones_like(w))
+        w = w / counts.gather(1, bucket)
     return w * imp_t if cfg.continuous else w
 
 
