@@ -47,6 +47,14 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     assert "plain-s0.json done" not in out and (tmp_path / "runs" / "plain-s0.json").is_file()
     with pytest.raises(ValueError, match="new project="):  # other settings never mix into finished results
         main([a for a in args if not a.startswith("tsd_")] + ["tsd_lambda_cls=2.0"])
+    (tmp_path / "summary.md").unlink()
+    main(["report", f"project={tmp_path}", "variants=tsd,plain"])  # summarises what is done, trains nothing
+    report = (tmp_path / "summary.md").read_text()
+    assert "| tsd | 1 |" in report and "| plain | 1 |" in report and "| builtin |" not in report
+    tsd_map = json.loads((tmp_path / "runs" / "tsd-s0.json").read_text())["mAP50-95"]
+    assert f"| tsd | {tsd_map:.4f} |" in report  # the per-seed table
+    with pytest.raises(ValueError, match="needs project="):
+        main(["report", f"project={tmp_path / 'nothing'}"])
 
 
 def test_command_line_lists():

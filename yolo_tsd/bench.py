@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [overhead] [key=value ...]   (als
   dis=X                    Ultralytics' built-in distillation weight for the builtin variant (default {dis}: tuned on
                            the tuning regime like this method's weights; Ultralytics' own default is 6.0)
   any yolo train key       applies to every variant (e.g. epochs=2 for a quick check)
+  report project=PATH      summarise the finished runs of a benchmark folder (all, or variants=/seeds=) without training
   overhead                 time one training step of plain, built-in and tsd (forward and backward) on the regime's
                            data instead of training: python -m yolo_tsd.bench overhead regime=scenes
 """
@@ -55,7 +57,7 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "o2o_off": {"tsd_one2one_mode": "off"},  # YOLO26 students: the one-to-one branch not distilled at all
     "o2o_all": {"tsd_one2one_mode": "all"},  # ... or on every anchor (what one2one_mode=positives prevents)
 }
-BUILTIN_DIS = 6.0  # the built-in's weight when dis= is not given
+BUILTIN_DIS = 3.0  # the built-in's weight when dis= is not given: tuned on shapes_tune (0.5, 1.5, 3, 6, 12)
 DEFAULTS = {"regime": "shapes", "seeds": "0,1,2", "variants": "plain,builtin,tsd,uniform,teacher_score"}
 JOB_KEYS = ("regime", "train", "teacher", "tsd", "dis")  # what makes two runs of a (variant, seed) comparable
 BENCH_KEYS = ("regime", "seeds", "variants", "project", "teacher", "data", "dis")
@@ -230,8 +232,6 @@ def inputs(args: dict[str, Any], train_user: dict[str, Any], out: Path) -> tuple
 
 def run(**overrides: Any) -> str:
     """Run (or continue) the benchmark and write ``summary.md``, ``summary.csv`` and ``summary.png``."""
-    from .summary import plot, summarise, table
-
     args = {**DEFAULTS, **overrides}
     if len(as_list(args.get("device") or "")) > 1:
         raise UsageError(
@@ -271,15 +271,24 @@ def run(**overrides: Any) -> str:
             subprocess.run(
                 [sys.executable, "-m", "yolo_tsd.bench", "_one", json.dumps(job)], check=True, env=os.environ
             )
-    results = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*.json"))]
-    results = [r for r in results if r["variant"] in variants and r["seed"] in seeds]
-    rows = summarise(results, variants)
     header = (
         f"Benchmark {label}: {train['model']} on {data}, teacher {teacher}, seeds={seeds}, training: "
         f"{' '.join(f'{k}={v}' for k, v in train.items() if k not in ('model', 'data')) or 'defaults'}, "
-        f"settings: {tsd or 'defaults'}, built-in dis={dis}\n\n"
+        f"settings: {tsd or 'defaults'}, built-in dis={dis}"
     )
-    text = header + table(rows) + "\n"
+    return write_summary(out, header, variants, seeds)
+
+
+def write_summary(out: Path, header: str, variants: list[str] | None = None, seeds: list[int] | None = None) -> str:
+    """Summarise the finished runs in ``out/runs`` (all of them, or these variants and seeds) as md, csv and png."""
+    from .summary import per_seed_table, plot, summarise, table
+
+    results = [{"end": p.stat().st_mtime, **json.loads(p.read_text())} for p in sorted((out / "runs").glob("*.json"))]
+    if variants is None:  # every variant found, in the order the benchmark ran them
+        variants = list(dict.fromkeys(r["variant"] for r in sorted(results, key=lambda r: (r["seed"], r["end"]))))
+    results = [r for r in results if r["variant"] in variants and (seeds is None or r["seed"] in seeds)]
+    rows = summarise(results, variants)
+    text = f"{header}\n\n{table(rows)}\n\nmAP50-95 per seed:\n\n{per_seed_table(results, variants)}\n"
     (out / "summary.md").write_text(text)
     keys = list(rows[0]) if rows else []
     (out / "summary.csv").write_text(
@@ -292,11 +301,12 @@ def run(**overrides: Any) -> str:
 
 
 def main(argv: list[str]) -> None:
-    """CLI entry: ``help``, ``overhead``, the hidden per-run ``_one`` worker, or key=value benchmark arguments."""
+    """CLI entry: ``help``, ``report``, ``overhead``, the hidden ``_one`` worker, or key=value benchmark arguments."""
     if argv[:1] == ["_one"]:
         job = json.loads(argv[1])
         result = train_one(job)
         result["job"] = {k: job[k] for k in JOB_KEYS}
+        result["end"] = time.time()
         done = Path(job["out"]) / "runs" / f"{job['variant']}-s{job['seed']}.json"
         done.with_suffix(".tmp").write_text(json.dumps(result, indent=1))
         done.with_suffix(".tmp").rename(done)  # atomic: a half-written result never counts as done
@@ -304,6 +314,15 @@ def main(argv: list[str]) -> None:
     from .cli import parse
     from .regimes import describe
 
+    if argv[:1] == ["report"]:
+        args = parse(argv[1:])[1]
+        if not args.get("project") or not (Path(args["project"]) / "runs").is_dir():
+            raise UsageError("report needs project=PATH, the folder of a benchmark (it holds runs/)")
+        variants = as_list(args["variants"]) if args.get("variants") else None
+        seeds = [int(s) for s in as_list(args["seeds"])] if args.get("seeds") is not None else None
+        out = Path(args["project"]).resolve()
+        write_summary(out, f"Benchmark {out.name} (report of the finished runs)", variants, seeds)
+        return
     if argv[:1] == ["overhead"]:
         from .overhead import run_overhead
 

@@ -35,8 +35,8 @@ class TSDConfig:
 
     # loss weights
     lambda_feat: float = _setting(1.0, "weight of the neck-feature term (0 disables it)", lo=0)
-    lambda_cls: float = _setting(0.1, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
-    lambda_box: float = _setting(0.1, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
+    lambda_cls: float = _setting(0.5, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
+    lambda_box: float = _setting(0.5, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
     balance: str = _setting(
         "loss",
         "term scale: loss (each term rescaled by a running ratio of the detection loss to its own size, so that "

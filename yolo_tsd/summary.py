@@ -95,6 +95,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(results: list[dict[str, Any]], variants: list[str]) -> str:
+    """Markdown table of every run's mAP50-95, one row per variant, one column per seed."""
+    seeds = sorted({r["seed"] for r in results})
+    value = {(r["variant"], r["seed"]): r["mAP50-95"] for r in results}
+    lines = ["| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for v in variants:
+        cells = [f"{value[v, s]:.4f}" if (v, s) in value else "-" for s in seeds]
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
     """mAP50-95 per variant with seed error bars, and step-time ratios against the built-in distillation."""
     import matplotlib
