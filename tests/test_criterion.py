@@ -191,7 +191,9 @@ def test_reg_max_1_box_term_is_l1_or_iou_on_decoded_distances():
     batch = make_batch()
     values = {}
     for mode in ("l1", "iou"):
-        _, _, tsd = distiller("yolo26s.yaml", "yolo26n.yaml", box_r1=mode, lambda_feat=0, lambda_cls=0)
+        _, _, tsd = distiller(
+            "yolo26s.yaml", "yolo26n.yaml", box_r1=mode, lambda_feat=0, lambda_cls=0, lambda_box=1, balance="off"
+        )  # raw term: the balance would rescale it to lambda times the detection loss
         values[mode] = tsd.loss(batch)[1]["dbox_loss"].item()
     assert values["l1"] > 0 and 0 < values["iou"] <= 1 and values["l1"] != values["iou"]
 
