@@ -207,6 +207,11 @@ def as_list(value: Any) -> list[str]:
     return [str(v).strip() for v in items if str(v).strip()]
 
 
+def as_seeds(value: Any) -> list[int]:
+    """Seeds from ``0,1,2`` or ``0`` (see ``as_list``)."""
+    return [int(s) for s in as_list(value)]
+
+
 def inputs(args: dict[str, Any], train_user: dict[str, Any], out: Path) -> tuple[str, str, dict[str, Any], bool]:
     """Data yaml, teacher and student training arguments: a regime's, or the user's ``data=`` and ``teacher=``."""
     from .checks import check_data, resolve_weights
@@ -238,7 +243,7 @@ def run(**overrides: Any) -> str:
             f"device={args['device']}: the benchmark times single-device steps; Ultralytics' multi-GPU relaunch would "
             "bypass its timers. Pass one device, e.g. device=0."
         )
-    seeds, variants = [int(s) for s in as_list(args["seeds"])], as_list(args["variants"])
+    seeds, variants = as_seeds(args["seeds"]), as_list(args["variants"])
     specs = {v: parse_variant(v) for v in variants}  # refuses an unknown variant or setting before any training
     label = "custom" if args.get("data") else args["regime"]
     out = Path(args.get("project") or f"runs/tsd_bench/{label}").resolve()
@@ -319,7 +324,7 @@ def main(argv: list[str]) -> None:
         if not args.get("project") or not (Path(args["project"]) / "runs").is_dir():
             raise UsageError("report needs project=PATH, the folder of a benchmark (it holds runs/)")
         variants = as_list(args["variants"]) if args.get("variants") else None
-        seeds = [int(s) for s in as_list(args["seeds"])] if args.get("seeds") is not None else None
+        seeds = as_seeds(args["seeds"]) if args.get("seeds") is not None else None
         out = Path(args["project"]).resolve()
         write_summary(out, f"Benchmark {out.name} (report of the finished runs)", variants, seeds)
         return
