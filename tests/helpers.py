@@ -54,7 +54,12 @@ def tiny_run(data, teacher, project, **extra) -> dict:
 
 
 def distiller(teacher_cfg="yolov8s.yaml", student_cfg="yolov8n.yaml", nc=NC, **settings):
-    """A training-mode student, a random-weight teacher (another architecture and seed) and their ``TSDModel``."""
+    """A training-mode student, a random-weight teacher (another architecture and seed) and their ``TSDModel``.
+
+    The trust factor is off unless a test asks for it: a random teacher is no better than the student, so with
+    ``trust=loss`` every term would be 0 and the term mechanics under test would not show.
+    """
+    settings = {"trust": "off", **settings}
     student = build_model(student_cfg, nc=nc, seed=0).train()
     teacher = Teacher(build_model(teacher_cfg, nc=nc, seed=1))
     torch.manual_seed(0)  # adapters: the same initial weights whatever ran before

@@ -23,6 +23,7 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
         "variants=plain,builtin,tsd",
         f"project={tmp_path}",
         "tsd_lambda_cls=0.5",  # this method's setting: must reach its variants only (plain/built-in would refuse it)
+        "tsd_trust=off",  # the test teacher is barely trained: trusted as it is, it would switch the terms off
     ]
     main(args)
     runs = sorted(p.name for p in (tmp_path / "runs").glob("*.json"))
@@ -30,10 +31,13 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     result = json.loads((tmp_path / "runs" / "tsd-s0.json").read_text())
     assert result["step_s"] > 0 and result["teacher_s"] > 0 and result["terms_s"] > 0 and result["peak_mb"] > 100
     assert 0 < result["grad_share"] < 1 and len(result["grad_share_per_epoch"]) == 2  # probed every epoch
+    assert result["trust_per_epoch"] == [1.0, 1.0]  # trust off: the factor stays 1
+    settings = result["job"]["settings"]  # every setting it trained with, defaults included, not only those given
+    assert settings["lambda_cls"] == 0.5 and settings["trust"] == "off" and settings["lambda_feat"] == 1.0
     assert json.loads((tmp_path / "runs" / "plain-s0.json").read_text())["teacher_s"] == 0
     assert json.loads((tmp_path / "runs" / "builtin-s0.json").read_text())["teacher_s"] > 0  # timed by hooks
     summary = (tmp_path / "summary.md").read_text()
-    assert "settings: {'tsd_lambda_cls': 0.5}" in summary  # applied to this method's variants only
+    assert "settings: {'tsd_lambda_cls': 0.5, 'tsd_trust': 'off'}" in summary  # applied to this method's variants only
     assert "| tsd | 1 |" in summary and "| builtin | 1 |" in summary and "step × built-in" in summary
     rows = list(csv.DictReader((tmp_path / "summary.csv").open()))
     assert {r["variant"] for r in rows} == {"plain", "builtin", "tsd"}

@@ -54,7 +54,7 @@ def test_detection_part_is_unchanged_when_distilling():
 def test_terms_vanish_and_importance_agrees_when_student_equals_teacher(reg_score):
     student = build_model("yolov8n.yaml", seed=3).eval()  # eval: BatchNorm identical to the teacher's
     teacher = Teacher(deepcopy(student))
-    tsd = TSDModel(student, teacher, TSDConfig(reg_score=reg_score))  # same widths: identity adapters
+    tsd = TSDModel(student, teacher, TSDConfig(reg_score=reg_score, trust="off"))  # identity adapters; terms on
     student.model[-1].training = True  # raw outputs, like the teacher
     batch = make_batch(boxes_per_image=4)
     step = tsd.step(batch, student(batch["img"]))
@@ -270,5 +270,5 @@ def test_gradient_split_matches_separate_backward_passes():
     det = torch.autograd.grad(loss[:3].sum(), params, retain_graph=True, allow_unused=True)
     det_norm = torch.cat([g.flatten() for g in det if g is not None]).norm()
     assert norms[0].item() == pytest.approx(det_norm.item(), rel=1e-5) and norms[1] > 0
-    summary = gradient_summary([norms])
-    assert 0 < summary["tsd/grad_share"] < 1 and -1 <= summary["tsd/grad_cos"] <= 1
+    summary = gradient_summary([torch.cat([norms, torch.ones(1)])])  # a probe: the split, then the trust factor
+    assert 0 < summary["tsd/grad_share"] < 1 and -1 <= summary["tsd/grad_cos"] <= 1 and summary["tsd/trust"] == 1

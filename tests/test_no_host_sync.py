@@ -36,7 +36,7 @@ def counted(monkeypatch, step) -> SyncCounter:
 
 
 def compare(monkeypatch, teacher_cfg, student_cfg) -> tuple[SyncCounter, SyncCounter]:
-    student, _, tsd = distiller(teacher_cfg, student_cfg)
+    student, _, tsd = distiller(teacher_cfg, student_cfg, trust="quality")  # the default: its quality measure too
     batch = make_batch(bs=2, boxes_per_image=3)
     preds = student(batch["img"])  # the student's forward is Ultralytics' in both cases
     _ = tsd.criterion  # built once per run (it reads the strides on the host), not per step

@@ -59,7 +59,9 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
 }
 BUILTIN_DIS = 3.0  # the built-in's weight when dis= is not given: tuned on shapes_tune (0.5, 1.5, 3, 6, 12)
 DEFAULTS = {"regime": "shapes", "seeds": "0,1,2", "variants": "plain,builtin,tsd,uniform,teacher_score"}
-JOB_KEYS = ("regime", "train", "teacher", "tsd", "dis")  # what makes two runs of a (variant, seed) comparable
+# what makes two runs of a (variant, seed) comparable; "settings" is the resolved TSDConfig, so a run measured before a
+# change of this method's defaults is not silently mixed with one measured after
+JOB_KEYS = ("regime", "train", "teacher", "tsd", "settings", "dis")
 BENCH_KEYS = ("regime", "seeds", "variants", "project", "teacher", "data", "dis")
 
 
@@ -161,7 +163,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
-    shares, cosines = (epoch_values(rows, f"tsd/grad_{k}") for k in ("share", "cos"))
+    shares, cosines, trusts = (epoch_values(rows, f"tsd/{k}") for k in ("grad_share", "grad_cos", "trust"))
     result = {
         "variant": variant,
         "seed": seed,
@@ -174,6 +176,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
         "grad_share": statistics.mean(shares) if shares else float("nan"),
         "grad_share_per_epoch": shares,
         "grad_cos": statistics.mean(cosines) if cosines else float("nan"),
+        "trust_per_epoch": trusts,
         "save_dir": str(trainer.save_dir),
     }
     if job.get("e2e"):
@@ -187,6 +190,14 @@ def epoch_values(rows: list[dict[str, str]], key: str) -> list[float]:
     """The finite values of a results.csv column (epochs without a probe hold NaN)."""
     values = [float(r.get(key, "nan")) for r in rows]
     return [v for v in values if v == v]
+
+
+def resolved_settings(tsd: dict[str, Any]) -> dict[str, Any]:
+    """Every TSDConfig value a variant trains with: the defaults, a ``tsd=`` file, then the ``tsd_*`` settings."""
+    from .config import PREFIX, TSDConfig
+
+    singles = {k[len(PREFIX) :]: v for k, v in tsd.items() if k.startswith(PREFIX)}
+    return TSDConfig.load(tsd.get("tsd"), singles).to_dict()
 
 
 def check_same_job(done: Path, job: dict[str, Any]) -> None:
@@ -265,6 +276,7 @@ def run(**overrides: Any) -> str:
                 "train": train,
                 "teacher": teacher if base != "plain" else None,  # plain runs are not tied to a teacher
                 "tsd": {**tsd, **VARIANTS[base], **own} if ours else {},
+                "settings": resolved_settings({**tsd, **VARIANTS[base], **own}) if ours else None,
                 "dis": float(own.get("dis", dis)) if base == "builtin" else None,
                 "out": str(out),
                 "e2e": e2e,

@@ -43,6 +43,20 @@ class TSDConfig:
         "lambda is its size as a fraction of the detection loss, whatever the data, model or classes) or off (raw)",
         choices=("loss", "off"),
     )
+    trust: str = _setting(
+        "quality",
+        "follow the teacher only as far as it is better: quality (every term times clamp((Q_T - Q_S) / (trust_margin "
+        "* Q_T), 0, 1), Q the running mean over ground-truth objects of each model's best class-and-box alignment on "
+        "the training batches, so a teacher no better than the student is not followed) or off",
+        choices=("quality", "off"),
+    )
+    trust_margin: float = _setting(
+        1.0,
+        "trust=quality: full trust while the student's quality is at least this fraction of the teacher's below it "
+        "(1: the factor is 1 - Q_S / Q_T)",
+        lo=1e-3,
+        hi=1,
+    )
     feat_norm: str = _setting(
         "off",
         "neck features compared after standardising each channel over the batch (channel, as PKD: independent of "

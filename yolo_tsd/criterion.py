@@ -18,7 +18,15 @@ from ultralytics.utils.tal import dist2bbox
 
 from . import losses
 from .config import TSDConfig
-from .significance import Assignment, GroundTruth, Significance, assess, distillation_weights
+from .significance import (
+    Assignment,
+    GroundTruth,
+    Significance,
+    assess,
+    distillation_weights,
+    mean_quality,
+    object_quality,
+)
 from .ultralytics_internals import ONE2MANY, ONE2ONE, Assigned, Branch, assign, branches, is_end2end
 
 # <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
@@ -99,6 +107,8 @@ class TSDLoss:
         self.adapters, self.reg_max, self.cfg = adapters, reg_max, cfg
         self.timer = timer or StepTimer()
         self.sizes: torch.Tensor | None = None  # running (detection, feature, class, box) sizes for balance=loss
+        self.qualities: torch.Tensor | None = None  # running (teacher, student) object quality for trust=quality
+        self.trust = torch.ones(())  # the last step's trust factor (a device tensor, read once per epoch)
 
     def compute(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0) -> DistillStep:
         """Loss, named items and significance of one step.
@@ -130,11 +140,13 @@ class TSDLoss:
                 feat_here = i == 0 and self.cfg.lambda_feat > 0  # the neck is shared: its term is counted once
                 adapted = self.adapters(s["feats"]) if feat_here else None  # under the ambient autocast
                 with torch.autocast(device.type, enabled=False):  # significance and terms in float32
-                    sig, values = self.branch_terms(branch, s, t, assigned, adapted, same_kind)
+                    sig, values = self.branch_terms(branch, s, t, assigned, adapted, same_kind, trusting=i == 0)
             if sig is not None:
                 significance[branch.name or "detect"] = sig
+                if sig.quality is not None:  # the dense branch: how well each model detects this batch's objects
+                    self.track_trust(sig.quality)
             terms = terms + torch.stack([values[0], values[1] * branch.gain, values[2] * branch.gain])
-        terms = terms * self.term_weights(det_loss.detach().sum() / bs, terms.detach()) * scale
+        terms = terms * self.term_weights(det_loss.detach().sum() / bs, terms.detach()) * (self.trust * scale)
         items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
         return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
 
@@ -153,15 +165,37 @@ class TSDLoss:
             factor = self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
         return torch.stack([factor[0] * cfg.lambda_feat, factor[1] * cfg.lambda_cls, factor[2] * cfg.lambda_box])
 
+    def track_trust(self, quality: torch.Tensor) -> None:
+        """Update the trust factor from this step's (teacher, student) object quality (``trust=quality``).
+
+        With running means ``Q_T`` and ``Q_S`` of both models' mean ``object_quality`` (momentum as the balance's),
+        the factor is ``clamp((Q_T - Q_S) / (trust_margin * Q_T), 0, 1)``: 1 while the student is at least
+        ``trust_margin`` (a fraction of the teacher's quality) behind, falling to 0 as it catches up, and 0 for a
+        teacher no better than the student.
+        """
+        m = BALANCE_MOMENTUM
+        self.qualities = quality if self.qualities is None else self.qualities * m + quality * (1 - m)
+        q_t, q_s = self.qualities.unbind()
+        self.trust = ((q_t - q_s) / (self.cfg.trust_margin * q_t).clamp(min=1e-8)).clamp(0, 1)
+
     def __call__(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0):
         """``compute()`` as Ultralytics' ``(loss, items)`` pair."""
         step = self.compute(det, preds, batch, t_preds, scale)
         return step.loss, step.items
 
     def branch_terms(
-        self, branch: Branch, s: dict, t: dict, assigned: Assigned, adapted: list | None, same_kind: bool
+        self,
+        branch: Branch,
+        s: dict,
+        t: dict,
+        assigned: Assigned,
+        adapted: list | None,
+        same_kind: bool,
+        trusting: bool = False,
     ) -> tuple[Significance | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Significance and the weighted (feature, class, box) terms of one branch, before the lambdas.
+
+        ``trusting``: this branch's significance also carries both models' object quality (``trust=quality``).
 
         ``adapted`` holds the adapted student features for the branch that carries the feature term, else None.
         ``same_kind`` is False for a one-to-one (NMS-free) student branch taught by a teacher without one: its
@@ -170,7 +204,7 @@ class TSDLoss:
         cfg, zero = self.cfg, assigned.loss.new_zeros(())
         if not same_kind and cfg.one2one_mode == "off":
             return None, (zero, zero, zero)
-        sig = self.significance(branch, s, t, assigned)
+        sig = self.significance(branch, s, t, assigned, quality=trusting and cfg.trust == "quality")
         weight = distillation_weights(sig, t["scores"].permute(0, 2, 1), cfg)
         if not (same_kind or cfg.one2one_mode == "all"):
             weight = weight * assigned.fg_mask
@@ -195,8 +229,10 @@ class TSDLoss:
         return sig, (feat, cls, box)
 
     @torch.no_grad()
-    def significance(self, branch: Branch, s: dict, t: dict, assigned: Assigned) -> Significance:
+    def significance(self, branch: Branch, s: dict, t: dict, assigned: Assigned, quality: bool = False) -> Significance:
         """Both models' dual-task importance on one branch, each from its own outputs and its own assignment.
+
+        With ``quality``, also both models' mean ``object_quality`` on the batch (the assigner's alignment metric).
 
         The student's assignment is the one Ultralytics' loss just made; the teacher's comes from the same branch's
         assigner run on the teacher's predictions (or, with ``reg_score=iou``, from neither: max-IoU matching).
@@ -221,4 +257,13 @@ class TSDLoss:
             )
             t_assigned = Assignment(fg.bool(), idx)
         sizes = [f.shape[2] * f.shape[3] for f in s["feats"]]
-        return assess(t_logits, t_boxes, t_assigned, s_logits, s_boxes, s_assigned, gt, sizes, cfg)
+        sig = assess(t_logits, t_boxes, t_assigned, s_logits, s_boxes, s_assigned, gt, sizes, cfg)
+        if quality:
+            a = branch.criterion.assigner
+            sig.quality = torch.stack(
+                [
+                    mean_quality(object_quality(z, b, anchors * strides, gt, a.alpha, a.beta), gt)
+                    for z, b in ((t_logits, t_boxes), (s_logits, s_boxes))
+                ]
+            )
+        return sig

@@ -61,6 +61,8 @@ class Significance:
         weak (torch.Tensor): Weak area (bool).
         region (torch.Tensor): Region ids (``HIGH``, ``MID``, ``LOW``).
         weight (torch.Tensor): Per-anchor distillation weight.
+        quality (torch.Tensor | None): (2,) teacher's and student's mean ``object_quality`` on the batch, where the
+            trust factor needs it.
     """
 
     imp_t: torch.Tensor
@@ -69,6 +71,7 @@ class Significance:
     weak: torch.Tensor
     region: torch.Tensor
     weight: torch.Tensor
+    quality: torch.Tensor | None = None
 
 
 def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> torch.Tensor:
@@ -108,6 +111,53 @@ def max_iou(boxes: torch.Tensor, gt: GroundTruth, chunk: int = CHUNK_ELEMENTS) -
     step = max(1, chunk // max(1, b * gt.boxes.shape[1]))
     parts = [pairwise_iou(boxes[:, i : i + step], gt).max(-1) for i in range(0, a, step)]
     return torch.cat([p.values for p in parts], 1), torch.cat([p.indices for p in parts], 1)
+
+
+def object_quality(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    anchor_points: torch.Tensor,
+    gt: GroundTruth,
+    alpha: float,
+    beta: float,
+    chunk: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """How well one model detects each ground-truth object: its best alignment over the anchors inside the box.
+
+    The alignment is the label assigner's own, ``p ** alpha * IoU ** beta`` (``p`` the probability of the object's
+    class, ``IoU`` of the anchor's box with the object): both tasks at once, and the same targets for any model, so
+    two models' values compare (a model's Ultralytics loss does not: its targets follow its own predictions, and an
+    untrained model's loss is small).
+
+    Args:
+        logits (torch.Tensor): (B, A, C) class logits.
+        boxes (torch.Tensor): (B, A, 4) pixel xyxy.
+        anchor_points (torch.Tensor): (A, 2) anchor centres in pixels.
+        gt (GroundTruth): Padded ground truth.
+        alpha (float): Class exponent (the assigner's ``alpha``).
+        beta (float): IoU exponent (the assigner's ``beta``).
+        chunk (int): At most this many (image, anchor, box) triples per chunk.
+
+    Returns:
+        (torch.Tensor): (B, G) quality in [0, 1], 0 for padding.
+    """
+    b, a = boxes.shape[:2]
+    step = max(1, chunk // max(1, b * gt.boxes.shape[1]))
+    labels = gt.labels.clamp(min=0).unsqueeze(1)  # B, 1, G
+    g = gt.boxes.unsqueeze(1)  # B, 1, G, 4
+    best = boxes.new_zeros(gt.labels.shape, dtype=torch.float32)
+    for i in range(0, a, step):
+        iou = pairwise_iou(boxes[:, i : i + step], gt)  # B, a, G
+        xy = anchor_points[i : i + step].view(1, -1, 1, 2)
+        inside = ((xy > g[..., :2]) & (xy < g[..., 2:])).all(-1)
+        p = logits[:, i : i + step].float().gather(2, labels.expand(-1, iou.shape[1], -1)).sigmoid()
+        best = torch.maximum(best, (p.pow(alpha) * iou.pow(beta) * inside).amax(1))
+    return best
+
+
+def mean_quality(quality: torch.Tensor, gt: GroundTruth) -> torch.Tensor:
+    """Mean ``object_quality`` over the real ground-truth objects (0 when there is none), on the device."""
+    return (quality * gt.mask).sum() / gt.mask.sum().clamp(min=1)
 
 
 def score3(high: torch.Tensor, mid: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:

@@ -1,0 +1,99 @@
+"""The trust factor: distillation follows a teacher only as far as it detects the batch's objects better.
+
+A "better" model here is one trained on the test batch; the other is the same architecture untrained. Swapping
+teacher and student must switch the terms off.
+"""
+
+from copy import deepcopy
+
+import pytest
+import torch
+from helpers import build_model, make_batch
+
+from yolo_tsd.config import TSDConfig
+from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
+from yolo_tsd.losses import FeatureAdapters
+from yolo_tsd.model import TSDModel, gradient_summary
+from yolo_tsd.significance import GroundTruth, mean_quality, object_quality
+from yolo_tsd.teacher import Teacher
+
+
+@pytest.fixture(scope="module")
+def trained_and_fresh():
+    """(trained, fresh) yolov8n of the same seed: the trained one fitted to ``make_batch(boxes_per_image=4)``."""
+    batch = make_batch(boxes_per_image=4)
+    fresh = build_model("yolov8n.yaml", seed=0)
+    model = deepcopy(fresh).train()
+    criterion = model.init_criterion()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for _ in range(40):
+        loss, _ = criterion(model(batch["img"]), batch)
+        opt.zero_grad()
+        loss.sum().backward()
+        opt.step()
+    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # running statistics of this batch exactly, for the eval-mode teacher
+    with torch.no_grad():
+        model(batch["img"])
+    return model, fresh, batch
+
+
+def distil(teacher_model, student_model, batch, **settings):
+    """One distillation step of a training-mode copy of ``student_model`` with ``teacher_model`` as the teacher."""
+    student = deepcopy(student_model).train()
+    torch.manual_seed(0)
+    tsd = TSDModel(student, Teacher(deepcopy(teacher_model)), TSDConfig(**settings))
+    step = tsd.step(batch)
+    return step, tsd.terms
+
+
+def test_trust_factor_follows_the_quality_ratio():
+    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=0.25))
+    terms.track_trust(torch.tensor([0.8, 0.4]))  # student half as good: full trust
+    assert terms.trust.item() == 1.0
+    terms.qualities = None
+    terms.track_trust(torch.tensor([0.8, 0.76]))  # 5 % behind: 0.05 / 0.25
+    assert terms.trust.item() == pytest.approx(0.2)
+    terms.qualities = None
+    terms.track_trust(torch.tensor([0.5, 0.6]))  # student better: the teacher is not followed
+    assert terms.trust.item() == 0.0
+    terms.qualities = None
+    terms.track_trust(torch.tensor([0.0, 0.0]))  # neither detects anything: nothing to follow
+    assert terms.trust.item() == 0.0
+    terms.qualities = None
+    terms.track_trust(torch.tensor([0.8, 0.2]))
+    for _ in range(200):  # running means: a student that overtakes the teacher ends the trust
+        terms.track_trust(torch.tensor([0.5, 0.7]))
+    assert terms.trust.item() == 0.0
+
+
+def test_object_quality_is_the_best_aligned_anchor_inside_each_object():
+    gt = GroundTruth(torch.tensor([[1, 0]]), torch.tensor([[[0.0, 0, 10, 10], [0, 0, 0, 0]]]), torch.tensor([[1, 0]]))
+    anchors = torch.tensor([[5.0, 5.0], [6.0, 6.0], [20.0, 20.0]])
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 5], [0, 0, 10, 10]]])  # exact, half, exact but outside
+    logits = torch.full((1, 3, 2), -20.0)
+    logits[0, :, 1] = torch.tensor([0.0, 20.0, 20.0])  # p(class 1): 0.5, ~1, ~1
+    q = object_quality(logits, boxes, anchors, gt, alpha=0.5, beta=6.0)
+    assert q[0, 0].item() == pytest.approx(max(0.5**0.5, 0.5**6)) and q[0, 1] == 0  # anchor 3 lies outside the box
+    assert mean_quality(q, gt).item() == pytest.approx(0.5**0.5)
+    small_chunks = object_quality(logits, boxes, anchors, gt, alpha=0.5, beta=6.0, chunk=1)
+    assert torch.equal(q, small_chunks)
+
+
+def test_a_better_teacher_is_followed_and_a_worse_one_is_not(trained_and_fresh):
+    trained, fresh, batch = trained_and_fresh
+    good, good_terms = distil(trained, fresh, batch)
+    bad, bad_terms = distil(fresh, trained, batch)  # the same two models, roles swapped
+    q_t, q_s = good_terms.qualities.tolist()
+    assert q_s < 0.75 * q_t  # the trained model detects the batch's objects far better
+    assert good_terms.trust.item() > 0.99 and all(good.items[k] > 0 for k in LOSS_NAMES), good.items
+    assert bad_terms.trust.item() == 0.0 and all(bad.items[k] == 0 for k in LOSS_NAMES), bad.items
+    # the detection part is Ultralytics' either way, and trust=off distils the swapped pair again
+    off, _ = distil(fresh, trained, batch, trust="off")
+    assert torch.equal(bad.loss[:3], off.loss[:3]) and all(off.items[k] > 0 for k in LOSS_NAMES)
+
+
+def test_trust_is_reported_per_epoch():
+    stats = [torch.tensor([1.0, 1.0, 0.5, 0.25]), torch.tensor([1.0, 1.0, 0.5, 0.75])]
+    assert gradient_summary(stats)["tsd/trust"] == 0.5
