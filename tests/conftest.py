@@ -38,7 +38,7 @@ def run(data_yaml, teacher_pt, tmp_path_factory):
 def plain_run(data_yaml, tmp_path_factory):
     """The same 2-epoch run with Ultralytics' plain trainer (no distillation), for comparisons."""
     overrides = tiny_run(data_yaml, "unused", tmp_path_factory.mktemp("plain"), name="plain")
-    del overrides["teacher"]
+    del overrides["teacher"], overrides["tsd_trust"]  # Ultralytics' own trainer takes neither
     trainer = DetectionTrainer(overrides=overrides)
     trainer.train()
     return trainer

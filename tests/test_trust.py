@@ -97,3 +97,17 @@ def test_a_better_teacher_is_followed_and_a_worse_one_is_not(trained_and_fresh):
 def test_trust_is_reported_per_epoch():
     stats = [torch.tensor([1.0, 1.0, 0.5, 0.25]), torch.tensor([1.0, 1.0, 0.5, 0.75])]
     assert gradient_summary(stats)["tsd/trust"] == 0.5
+
+
+def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
+    import csv
+
+    from helpers import tiny_run
+
+    from yolo_tsd import TSDTrainer
+
+    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, tsd_trust="quality"))
+    trainer.train()
+    rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
+    trust = float(rows[0]["tsd/trust"])
+    assert 0 <= trust <= 1 and trainer.tsd_model.terms.qualities is not None
