@@ -150,7 +150,8 @@ def object_quality(
         iou = pairwise_iou(boxes[:, i : i + step], gt)  # B, a, G
         xy = anchor_points[i : i + step].view(1, -1, 1, 2)
         inside = ((xy > g[..., :2]) & (xy < g[..., 2:])).all(-1)
-        p = logits[:, i : i + step].float().gather(2, labels.expand(-1, iou.shape[1], -1)).sigmoid()
+        # the class probability of each object only: gathered before the float32 cast, no (B, a, C) copy
+        p = logits[:, i : i + step].gather(2, labels.expand(-1, iou.shape[1], -1)).float().sigmoid()
         best = torch.maximum(best, (p.pow(alpha) * iou.pow(beta) * inside).amax(1))
     return best
 
