@@ -61,7 +61,7 @@ def distiller(teacher_cfg="yolov8s.yaml", student_cfg="yolov8n.yaml", nc=NC, **s
     """A training-mode student, a random-weight teacher (another architecture and seed) and their ``TSDModel``.
 
     The trust factor is off unless a test asks for it: a random teacher is no better than the student, so with
-    ``trust=loss`` every term would be 0 and the term mechanics under test would not show.
+    ``trust=quality`` every term would be 0 and the term mechanics under test would not show.
     """
     settings = {"trust": "off", **settings}
     student = build_model(student_cfg, nc=nc, seed=0).train()

@@ -4,12 +4,14 @@ A "better" model here is one trained on the test batch; the other is the same ar
 teacher and student must switch the terms off.
 """
 
+import csv
 from copy import deepcopy
 
 import pytest
 import torch
-from helpers import build_model, make_batch
+from helpers import build_model, make_batch, tiny_run
 
+from yolo_tsd import TSDTrainer
 from yolo_tsd.config import TSDConfig
 from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
 from yolo_tsd.losses import FeatureAdapters
@@ -100,12 +102,6 @@ def test_trust_is_reported_per_epoch():
 
 
 def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
-    import csv
-
-    from helpers import tiny_run
-
-    from yolo_tsd import TSDTrainer
-
     trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, tsd_trust="quality"))
     trainer.train()
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))

@@ -31,7 +31,12 @@ from .ultralytics_internals import ONE2MANY, ONE2ONE, Assigned, Branch, assign, 
 
 # <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
 LOSS_NAMES = ("dfeat_loss", "dcls_loss", "dbox_loss")
-BALANCE_MOMENTUM = 0.98  # running sizes for balance=loss: about the last 50 steps
+BALANCE_MOMENTUM = 0.98  # running sizes for balance=loss and qualities for trust=quality: about the last 50 steps
+
+
+def running_mean(mean: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
+    """``value`` on the first step, then the exponential running mean with ``BALANCE_MOMENTUM`` (on the device)."""
+    return value if mean is None else mean * BALANCE_MOMENTUM + value * (1 - BALANCE_MOMENTUM)
 
 
 def synced_clock(device: torch.device) -> float:
@@ -160,8 +165,7 @@ class TSDLoss:
         cfg, factor = self.cfg, torch.ones_like(raw)
         if cfg.balance == "loss":
             sizes = torch.cat([det.view(1), raw])
-            m = BALANCE_MOMENTUM
-            self.sizes = sizes if self.sizes is None else self.sizes * m + sizes * (1 - m)
+            self.sizes = running_mean(self.sizes, sizes)
             factor = self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
         return torch.stack([factor[0] * cfg.lambda_feat, factor[1] * cfg.lambda_cls, factor[2] * cfg.lambda_box])
 
@@ -173,8 +177,7 @@ class TSDLoss:
         ``trust_margin`` (a fraction of the teacher's quality) behind, falling to 0 as it catches up, and 0 for a
         teacher no better than the student.
         """
-        m = BALANCE_MOMENTUM
-        self.qualities = quality if self.qualities is None else self.qualities * m + quality * (1 - m)
+        self.qualities = running_mean(self.qualities, quality)
         q_t, q_s = self.qualities.unbind()
         self.trust = ((q_t - q_s) / (self.cfg.trust_margin * q_t).clamp(min=1e-8)).clamp(0, 1)
 

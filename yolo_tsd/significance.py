@@ -96,6 +96,11 @@ def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> tor
     return inter.div_(union).mul_(gt.mask.unsqueeze(1))
 
 
+def anchor_chunk(boxes: torch.Tensor, gt: GroundTruth, chunk: int) -> int:
+    """Anchors per chunk so that a chunk holds at most ``chunk`` (image, anchor, box) triples (from shapes only)."""
+    return max(1, chunk // max(1, boxes.shape[0] * gt.boxes.shape[1]))
+
+
 def max_iou(boxes: torch.Tensor, gt: GroundTruth, chunk: int = CHUNK_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """Best IoU of each anchor box with its image's ground truth, and that box's index, in chunks of anchors.
 
@@ -107,8 +112,8 @@ def max_iou(boxes: torch.Tensor, gt: GroundTruth, chunk: int = CHUNK_ELEMENTS) -
     Returns:
         (tuple): (B, A) best IoU and (B, A) index of that ground truth.
     """
-    b, a = boxes.shape[:2]
-    step = max(1, chunk // max(1, b * gt.boxes.shape[1]))
+    a = boxes.shape[1]
+    step = anchor_chunk(boxes, gt, chunk)
     parts = [pairwise_iou(boxes[:, i : i + step], gt).max(-1) for i in range(0, a, step)]
     return torch.cat([p.values for p in parts], 1), torch.cat([p.indices for p in parts], 1)
 
@@ -141,8 +146,8 @@ def object_quality(
     Returns:
         (torch.Tensor): (B, G) quality in [0, 1], 0 for padding.
     """
-    b, a = boxes.shape[:2]
-    step = max(1, chunk // max(1, b * gt.boxes.shape[1]))
+    a = boxes.shape[1]
+    step = anchor_chunk(boxes, gt, chunk)
     labels = gt.labels.clamp(min=0).unsqueeze(1)  # B, 1, G
     g = gt.boxes.unsqueeze(1)  # B, 1, G, 4
     best = boxes.new_zeros(gt.labels.shape, dtype=torch.float32)
