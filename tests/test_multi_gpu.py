@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from helpers import build_model, make_batch
 from ultralytics.utils.dist import generate_ddp_file
 
-from yolo_tsd import TSDTrainer
+from yolo_tsd import TSDTrainer, criterion
 from yolo_tsd.config import TSDConfig
 from yolo_tsd.model import TSDModel
 from yolo_tsd.teacher import Teacher
@@ -90,19 +90,35 @@ def worker(rank, world, port, out):
     loss, _ = ddp(batch)
     loss.sum().backward()
     torch.save(
-        {"loss": loss.detach(), "student": grad_list(tsd.student), "adapters": grad_list(tsd.adapters)},
+        {
+            "loss": loss.detach(),
+            "student": grad_list(tsd.student),
+            "adapters": grad_list(tsd.adapters),
+            "sizes": tsd.terms.sizes,
+        },
         f"{out}/rank{rank}.pt",
     )
     dist.destroy_process_group()
 
 
-def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path):
+def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path, monkeypatch):
     port = 29500 + os.getpid() % 1000
     mp.spawn(worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    # rank 0's adapters, which DDP's initial broadcast gave every rank; a fresh module per rank, as each rank's first
-    # step (the balance's running term sizes are per process)
-    singles = [grads(build(adapter_seed=100), make_batch(bs=2, imgsz=64, seed=10 + r)) for r in range(2)]
+    # Each rank alone, as a fresh module (rank 0's adapters, which DDP's initial broadcast gave every rank): first its
+    # own step statistics (detection loss, raw term sizes), then the step again with the mean of both ranks' statistics
+    # where the collective would put it
+    batches = [make_batch(bs=2, imgsz=64, seed=10 + r) for r in range(2)]
+    seen = []
+    monkeypatch.setattr(criterion, "mean_over_ranks", lambda v: seen.append(v.detach().clone()) or v)
+    for b in batches:
+        build(adapter_seed=100)(b)
+    averaged = (seen[0] + seen[1]) / 2
+    monkeypatch.setattr(criterion, "mean_over_ranks", lambda v: averaged)
+    singles = [grads(build(adapter_seed=100), b) for b in batches]
+    assert torch.equal(ranks[0]["sizes"], ranks[1]["sizes"])  # one running balance on every rank
+    assert torch.allclose(ranks[0]["sizes"], averaged, rtol=1e-5)
+    assert not torch.allclose(seen[0], seen[1])  # the ranks' own statistics differed
     for r in range(2):
         assert torch.allclose(ranks[r]["loss"], singles[r][0], rtol=1e-5, atol=1e-6)  # same loss as 1 process
     for part, idx in (("student", 1), ("adapters", 2)):

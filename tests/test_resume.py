@@ -35,7 +35,10 @@ def resume_and_record(resume):
     restored = {}
     second.add_callback(
         "on_train_start",
-        lambda t: restored.update({k: v.clone() for k, v in t.tsd_model.adapters.state_dict().items()}),
+        lambda t: restored.update(
+            {k: v.clone() for k, v in t.tsd_model.adapters.state_dict().items()},
+            running_sizes=t.tsd_model.terms.sizes.clone(),
+        ),
     )
     second.train()
     return second, restored
@@ -67,6 +70,8 @@ def test_resume_restores_teacher_settings_adapters_and_finishes(form, data_yaml,
     assert second.teacher.path == str(teacher_pt)
     assert second.tsd.lambda_cls == 0.7 and second.tsd.split == "binary"
     assert all(torch.equal(restored[k], v) for k, v in saved["adapters"].items())
+    sizes = saved["running"]["sizes"]  # the balance goes on from the interrupted run's running term sizes
+    assert sizes.shape == (4,) and (sizes > 0).all() and torch.equal(restored["running_sizes"], sizes)
     live = second.tsd_model.adapters.state_dict()
     assert any(not torch.equal(live[k].cpu(), v) for k, v in saved["adapters"].items())  # trained on
     rows = list(csv.DictReader((first.save_dir / "results.csv").open()))

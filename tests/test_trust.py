@@ -5,6 +5,7 @@ teacher and student must switch the terms off.
 """
 
 import csv
+import math
 from copy import deepcopy
 
 import pytest
@@ -15,7 +16,7 @@ from yolo_tsd import TSDTrainer
 from yolo_tsd.config import TSDConfig
 from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
 from yolo_tsd.losses import FeatureAdapters
-from yolo_tsd.model import TSDModel, gradient_summary
+from yolo_tsd.model import TSDModel
 from yolo_tsd.significance import GroundTruth, mean_quality, object_quality
 from yolo_tsd.teacher import Teacher
 
@@ -96,9 +97,18 @@ def test_a_better_teacher_is_followed_and_a_worse_one_is_not(trained_and_fresh):
     assert torch.equal(bad.loss[:3], off.loss[:3]) and all(off.items[k] > 0 for k in LOSS_NAMES)
 
 
-def test_trust_is_reported_per_epoch():
-    stats = [torch.tensor([1.0, 1.0, 0.5, 0.25]), torch.tensor([1.0, 1.0, 0.5, 0.75])]
-    assert gradient_summary(stats)["tsd/trust"] == 0.5
+def test_trust_is_reported_per_epoch_over_every_step_and_survives_a_resume():
+    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=1.0))
+    raw = torch.ones(3)
+    terms.update_running(torch.ones(()), raw, torch.tensor([0.8, 0.2]))  # trust 0.75
+    terms.update_running(torch.ones(()), raw, None)  # a step without the quality keeps the last factor
+    assert terms.epoch_trust() == pytest.approx(0.75)  # the mean over both steps
+    assert math.isnan(terms.epoch_trust())  # and the epoch's count starts anew
+    state = terms.running_state()
+    resumed = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=1.0))
+    resumed.load_running_state(state, torch.device("cpu"))
+    assert torch.equal(resumed.qualities, terms.qualities) and torch.equal(resumed.sizes, terms.sizes)
+    assert resumed.trust.item() == pytest.approx(terms.trust.item())  # not a fresh start at full trust
 
 
 def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):

@@ -39,6 +39,20 @@ def running_mean(mean: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor
     return value if mean is None else mean * BALANCE_MOMENTUM + value * (1 - BALANCE_MOMENTUM)
 
 
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """``value`` averaged over the DDP processes during training; unchanged in one process and outside training.
+
+    Every rank then holds the same running sizes and trust, as one process with the whole batch would. Validation runs
+    on rank 0 alone (no gradient): a collective there would wait forever.
+    """
+    dist = torch.distributed
+    if not (torch.is_grad_enabled() and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return value
+    value = value.detach().clone()
+    dist.all_reduce(value)  # a sum (AVG is not available on every backend)
+    return value / dist.get_world_size()
+
+
 def synced_clock(device: torch.device) -> float:
     """``time.perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
     if device.type == "cuda":
@@ -113,7 +127,8 @@ class TSDLoss:
         self.timer = timer or StepTimer()
         self.sizes: torch.Tensor | None = None  # running (detection, feature, class, box) sizes for balance=loss
         self.qualities: torch.Tensor | None = None  # running (teacher, student) object quality for trust=quality
-        self.trust = torch.ones(())  # the last step's trust factor (a device tensor, read once per epoch)
+        self.trust = torch.ones(())  # the last step's trust factor (a device tensor)
+        self.trust_total = torch.zeros(2)  # (sum of the trust factor, steps) since the last epoch_trust()
 
     def compute(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0) -> DistillStep:
         """Loss, named items and significance of one step.
@@ -135,7 +150,7 @@ class TSDLoss:
             return DistillStep(torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))})
 
         device, bs = batch["img"].device, batch["img"].shape[0]
-        det_loss, terms, significance = 0.0, torch.zeros(len(LOSS_NAMES), device=device), {}
+        det_loss, terms, significance, quality = 0.0, torch.zeros(len(LOSS_NAMES), device=device), {}, None
         for i, branch in enumerate(branches(det)):
             s = preds[branch.name] if branch.name else preds
             t, same_kind = teacher_branch(t_preds, branch.name)
@@ -148,23 +163,35 @@ class TSDLoss:
                     sig, values = self.branch_terms(branch, s, t, assigned, adapted, same_kind, trusting=i == 0)
             if sig is not None:
                 significance[branch.name or "detect"] = sig
-                if sig.quality is not None:  # the dense branch: how well each model detects this batch's objects
-                    self.track_trust(sig.quality)
+                quality = sig.quality if sig.quality is not None else quality  # set on the dense branch only
             terms = terms + torch.stack([values[0], values[1] * branch.gain, values[2] * branch.gain])
-        terms = terms * self.term_weights(det_loss.detach().sum() / bs, terms.detach()) * (self.trust * scale)
+        weights = self.update_running(det_loss.detach().sum() / bs, terms.detach(), quality)
+        terms = terms * weights * (self.trust * scale)
         items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
         return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
 
-    def term_weights(self, det: torch.Tensor, raw: torch.Tensor) -> torch.Tensor:
+    def update_running(self, det: torch.Tensor, raw: torch.Tensor, quality: torch.Tensor | None) -> torch.Tensor:
+        """Update the running sizes (``balance=loss``) and qualities (``trust=quality``); the factor on each term.
+
+        This step's detection loss per image, raw term sizes and (teacher, student) object quality are averaged over
+        the DDP processes in one collective, then folded into the running means. Everything stays on the device: no
+        host synchronisation.
+        """
+        step = mean_over_ranks(torch.cat([det.view(1), raw] + ([] if quality is None else [quality.to(raw)])))
+        if quality is not None:
+            self.track_trust(step[4:])
+        self.trust_total = self.trust_total.to(raw) + torch.stack([self.trust.to(raw), raw.new_ones(())])
+        return self.term_weights(step[:4])
+
+    def term_weights(self, sizes: torch.Tensor) -> torch.Tensor:
         """The factor on each term: its lambda, times (``balance=loss``) the running ratio of detection loss to term.
 
-        With the balance, a term of weight lambda is lambda times the detection loss in size, averaged over the last
-        ~``1 / (1 - BALANCE_MOMENTUM)`` steps, whatever its own units (feature scale, classes, image size, batch).
-        The running sizes are device tensors: no host synchronisation.
+        ``sizes``: this step's (detection loss per image, feature, class, box term). With the balance, a term of
+        weight lambda is lambda times the detection loss in size, averaged over the last ~``1 / (1 -
+        BALANCE_MOMENTUM)`` steps, whatever its own units (feature scale, classes, image size, batch).
         """
-        cfg, factor = self.cfg, torch.ones_like(raw)
+        cfg, factor = self.cfg, torch.ones_like(sizes[1:])
         if cfg.balance == "loss":
-            sizes = torch.cat([det.view(1), raw])
             self.sizes = running_mean(self.sizes, sizes)
             factor = self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
         return torch.stack([factor[0] * cfg.lambda_feat, factor[1] * cfg.lambda_cls, factor[2] * cfg.lambda_box])
@@ -180,6 +207,26 @@ class TSDLoss:
         self.qualities = running_mean(self.qualities, quality)
         q_t, q_s = self.qualities.unbind()
         self.trust = ((q_t - q_s) / (self.cfg.trust_margin * q_t).clamp(min=1e-8)).clamp(0, 1)
+
+    def epoch_trust(self) -> float:
+        """The mean trust factor over the distilling steps since the last call (NaN if none), then start anew.
+
+        Read once per epoch (one host synchronisation); every step counts, not only the gradient probes.
+        """
+        total, self.trust_total = self.trust_total.cpu(), torch.zeros(2)
+        return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+    def running_state(self) -> dict[str, torch.Tensor | None]:
+        """The running sizes and qualities (CPU copies), saved with a resumable checkpoint."""
+        running = {"sizes": self.sizes, "qualities": self.qualities}
+        return {k: None if v is None else v.detach().float().cpu().clone() for k, v in running.items()}
+
+    def load_running_state(self, state: dict[str, torch.Tensor | None], device: torch.device) -> None:
+        """Continue a resumed run with the running sizes and qualities it had (and the trust they give)."""
+        if state.get("sizes") is not None:
+            self.sizes = state["sizes"].to(device)
+        if state.get("qualities") is not None:
+            self.track_trust(state["qualities"].to(device))  # the first running_mean takes the value as it is
 
     def __call__(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0):
         """``compute()`` as Ultralytics' ``(loss, items)`` pair."""

@@ -63,21 +63,16 @@ def gradient_split(loss: torch.Tensor, student: nn.Module) -> torch.Tensor:
 
 
 def gradient_summary(stats: list[torch.Tensor]) -> dict[str, float]:
-    """An epoch's gradient split and trust, as means over its probes (NaN where there was none).
+    """An epoch's gradient split, as means over its probes (NaN where there was none).
 
-    ``tsd/grad_share`` is the distillation norm over the sum of both norms, ``tsd/grad_cos`` their cosine and
-    ``tsd/trust`` the trust factor on the terms.
+    ``tsd/grad_share`` is the distillation norm over the sum of both norms, ``tsd/grad_cos`` their cosine.
     """
     if not stats:
-        return {"tsd/grad_share": float("nan"), "tsd/grad_cos": float("nan"), "tsd/trust": float("nan")}
+        return {"tsd/grad_share": float("nan"), "tsd/grad_cos": float("nan")}
     s = torch.stack(stats).double().cpu()
     share = s[:, 1] / (s[:, 0] + s[:, 1]).clamp(min=1e-12)
     cos = s[:, 2] / (s[:, 0] * s[:, 1]).clamp(min=1e-12)
-    return {
-        "tsd/grad_share": round(float(share.mean()), 4),
-        "tsd/grad_cos": round(float(cos.mean()), 4),
-        "tsd/trust": round(float(s[:, 3].mean()), 4),
-    }
+    return {"tsd/grad_share": round(float(share.mean()), 4), "tsd/grad_cos": round(float(cos.mean()), 4)}
 
 
 class TSDModel(nn.Module):
@@ -158,8 +153,7 @@ class TSDModel(nn.Module):
             preds = self.student(images)
         step = self.terms.compute(self.criterion, preds, batch, t_preds, self.scale)
         if self.probe and step.significance and step.loss.requires_grad:
-            trust = self.terms.trust.to(device=step.loss.device, dtype=torch.float32).view(1)
-            self.gradient_stats.append(torch.cat([gradient_split(step.loss, self.student).float(), trust]))
+            self.gradient_stats.append(gradient_split(step.loss, self.student).float())
         return step
 
     @property

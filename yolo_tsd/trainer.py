@@ -273,9 +273,13 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         return min(1.0, (epoch + 1) / (self.tsd.warmup_epochs + 1))
 
     def save_metrics(self, metrics):
-        """Ultralytics' results.csv row, plus this epoch's gradient split (``tsd/grad_share``, ``tsd/grad_cos``)."""
-        extra = gradient_summary(self.tsd_model.gradient_stats) if self.tsd_model else {}
+        """Ultralytics' results.csv row, plus the epoch's gradient split and mean trust factor.
+
+        The extra columns: ``tsd/grad_share``, ``tsd/grad_cos`` (gradient probes) and ``tsd/trust`` (every step).
+        """
+        extra = {}
         if self.tsd_model:
+            extra = {**gradient_summary(self.tsd_model.gradient_stats), "tsd/trust": self.tsd_model.terms.epoch_trust()}
             self.tsd_model.gradient_stats.clear()
         super().save_metrics({**metrics, **extra})
 
@@ -301,9 +305,13 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         return saved
 
     def adapters_state(self) -> dict:
-        """The adapters' weights (float32 copies on the CPU) and the epoch they belong to."""
+        """What a resume needs beside the student: adapter weights, running statistics, and their epoch.
+
+        The adapters' weights are float32 copies on the CPU; the running statistics are the balance's term sizes and
+        the trust's qualities.
+        """
         state = {k: v.detach().float().cpu().clone() for k, v in self.tsd_model.adapters.state_dict().items()}
-        return {"adapters": state, "epoch": self.epoch}
+        return {"adapters": state, "running": self.tsd_model.terms.running_state(), "epoch": self.epoch}
 
     def final_eval(self):
         """Remove the adapters from ``last.pt`` (the run is finished: nothing resumes it), then Ultralytics' eval."""
@@ -329,7 +337,8 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
                 f"epoch {ckpt['epoch'] + 1}: resume from weights/last.pt to continue with matching adapters"
             )
         self.tsd_model.adapters.load_state_dict(saved["adapters"])
-        LOGGER.info(f"{colorstr('tsd:')} restored adapters from {source}")
+        self.tsd_model.terms.load_running_state(saved.get("running", {}), self.device)  # 0.2 and older: none saved
+        LOGGER.info(f"{colorstr('tsd:')} restored adapters and running term sizes from {source}")
 
     def after_recovery(self) -> None:
         """After Ultralytics' NaN recovery reloaded the student from ``last.pt``, reload the adapters from it too."""
