@@ -5,6 +5,7 @@ teacher and student must switch the terms off.
 """
 
 import csv
+import logging
 import math
 from copy import deepcopy
 
@@ -117,3 +118,22 @@ def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
     trust = float(rows[0]["tsd/trust"])
     assert 0 <= trust <= 1 and trainer.tsd_model.terms.qualities is not None
+
+
+def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(data_yaml, teacher_pt, tmp_path):
+    """Fine-tuning the teacher's own weights: both models detect alike, so trust is 0 from the start."""
+    from ultralytics.utils import LOGGER
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        run = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, model=str(teacher_pt), tsd_trust="quality")
+        trainer = TSDTrainer(overrides=run)
+        trainer.train()
+    finally:
+        LOGGER.removeHandler(handler)
+    row = next(csv.DictReader((trainer.save_dir / "results.csv").open()))
+    assert float(row["tsd/trust"]) == 0 and all(float(row[f"train/{k}"]) == 0 for k in LOSS_NAMES)
+    assert sum("distillation adds nothing" in m for m in messages) == 1

@@ -195,6 +195,7 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
             if callback not in self.callbacks[event]:
                 self.add_callback(event, callback)
         self.plot_batch: dict | None = None  # fixed validation images for the significance pictures
+        self.untrusted_warned = False  # the warning that the teacher adds nothing is given once
 
     def get_dataset(self):
         """Ultralytics' dataset check; its refusal of a dataset becomes a ``UsageError`` (one line, no traceback)."""
@@ -281,6 +282,14 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         if self.tsd_model:
             extra = {**gradient_summary(self.tsd_model.gradient_stats), "tsd/trust": self.tsd_model.terms.epoch_trust()}
             self.tsd_model.gradient_stats.clear()
+            if extra["tsd/trust"] == 0 and not self.untrusted_warned:
+                self.untrusted_warned = True
+                LOGGER.warning(
+                    f"{colorstr('tsd:')} trust 0 for all of epoch {self.epoch + 1}: the student detects its training "
+                    "objects as well as the teacher, so distillation adds nothing (the terms are 0; the teacher still "
+                    "runs to notice if the student falls behind). A stronger teacher, or training without one, would "
+                    "serve this data better."
+                )
         super().save_metrics({**metrics, **extra})
 
     def get_validator(self):
