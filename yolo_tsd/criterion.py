@@ -217,9 +217,8 @@ class TSDLoss:
         return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
     def running_state(self) -> dict[str, torch.Tensor | None]:
-        """The running sizes and qualities (CPU copies), saved with a resumable checkpoint."""
-        running = {"sizes": self.sizes, "qualities": self.qualities}
-        return {k: None if v is None else v.detach().float().cpu().clone() for k, v in running.items()}
+        """The running sizes and qualities (None before the first step), saved with a resumable checkpoint."""
+        return {"sizes": self.sizes, "qualities": self.qualities}
 
     def load_running_state(self, state: dict[str, torch.Tensor | None], device: torch.device) -> None:
         """Continue a resumed run with the running sizes and qualities it had (and the trust they give)."""

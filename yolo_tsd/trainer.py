@@ -47,6 +47,11 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
     return ul, teacher, tsd, singles
 
 
+def cpu_copies(tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
+    """Float32 CPU copies of a checkpoint's tensors (None stays None), detached from training."""
+    return {k: None if v is None else v.detach().float().cpu().clone() for k, v in tensors.items()}
+
+
 def update_schedule(trainer: TSDTrainer) -> None:
     """``on_train_epoch_start`` callback: set this epoch's factor on the distillation terms.
 
@@ -319,8 +324,8 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         The adapters' weights are float32 copies on the CPU; the running statistics are the balance's term sizes and
         the trust's qualities.
         """
-        state = {k: v.detach().float().cpu().clone() for k, v in self.tsd_model.adapters.state_dict().items()}
-        return {"adapters": state, "running": self.tsd_model.terms.running_state(), "epoch": self.epoch}
+        adapters, running = self.tsd_model.adapters.state_dict(), self.tsd_model.terms.running_state()
+        return {"adapters": cpu_copies(adapters), "running": cpu_copies(running), "epoch": self.epoch}
 
     def final_eval(self):
         """Remove the adapters from ``last.pt`` (the run is finished: nothing resumes it), then Ultralytics' eval."""
@@ -346,7 +351,7 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
                 f"epoch {ckpt['epoch'] + 1}: resume from weights/last.pt to continue with matching adapters"
             )
         self.tsd_model.adapters.load_state_dict(saved["adapters"])
-        self.tsd_model.terms.load_running_state(saved.get("running", {}), self.device)  # 0.2 and older: none saved
+        self.tsd_model.terms.load_running_state(saved.get("running", {}), self.device)  # older checkpoints: none
         LOGGER.info(f"{colorstr('tsd:')} restored adapters and running term sizes from {source}")
 
     def after_recovery(self) -> None:
