@@ -272,3 +272,21 @@ def test_gradient_split_matches_separate_backward_passes():
     assert norms[0].item() == pytest.approx(det_norm.item(), rel=1e-5) and norms[1] > 0
     summary = gradient_summary([norms])
     assert 0 < summary["tsd/grad_share"] < 1 and -1 <= summary["tsd/grad_cos"] <= 1
+
+
+@pytest.mark.parametrize("where", ["objects", "all"])
+def test_box_term_acts_only_where_an_assigner_places_a_box(where):
+    student, _, tsd = distiller(lambda_feat=0.0, lambda_cls=0.0, box_anchors=where, trust="off")
+    batch = make_batch(boxes_per_image=4)
+    preds = student(batch["img"])
+    preds["boxes"].retain_grad()
+    step = tsd.step(batch, preds)
+    step.loss[5].backward()  # the box term alone
+    grad = preds["boxes"].grad.abs().sum(1)  # (B, A): per anchor
+    objects = step.significance["detect"].objects
+    assert objects.any() and not objects.all()
+    assert (grad[objects] > 0).any()
+    if where == "objects":  # background anchors: the teacher's box there is not knowledge
+        assert torch.equal(grad[~objects], torch.zeros_like(grad[~objects]))
+    else:
+        assert (grad[~objects] > 0).any()

@@ -70,6 +70,12 @@ class TSDConfig:
         choices=("tsd", "uniform", "teacher_score"),
     )
     temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
+    box_anchors: str = _setting(
+        "all",
+        "where the box term acts: objects (anchors the teacher's or the student's label assigner makes positive, the "
+        "only places a box is learned; the significance weights still apply) or all (every anchor, weighted)",
+        choices=("objects", "all"),
+    )
     box_r1: str = _setting(
         "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
     )

@@ -274,7 +274,7 @@ class TSDLoss:
                 ds, dt = losses.expected_distance(s["boxes"], rs), losses.expected_distance(t["boxes"], rt)
                 iou = cfg.box_r1 == "iou"
                 d = losses.box_iou_distance(ds, dt, assigned.anchors) if iou else losses.distance_l1(ds, dt)
-            box = losses.weighted_mean(d, weight)
+            box = losses.weighted_mean(d, weight * sig.objects if cfg.box_anchors == "objects" else weight)
         return sig, (feat, cls, box)
 
     @torch.no_grad()
@@ -307,6 +307,7 @@ class TSDLoss:
             t_assigned = Assignment(fg.bool(), idx)
         sizes = [f.shape[2] * f.shape[3] for f in s["feats"]]
         sig = assess(t_logits, t_boxes, t_assigned, s_logits, s_boxes, s_assigned, gt, sizes, cfg)
+        sig.objects = t_assigned.fg_mask | assigned.fg_mask  # the student's own loss assigns even with reg_score=iou
         if quality:
             a = branch.criterion.assigner
             sig.quality = torch.stack(

@@ -63,6 +63,8 @@ class Significance:
         weight (torch.Tensor): Per-anchor distillation weight.
         quality (torch.Tensor | None): (2,) teacher's and student's mean ``object_quality`` on the batch, where the
             trust factor needs it.
+        objects (torch.Tensor | None): Anchors either model's label assigner made positive (bool), where
+            ``box_anchors=objects`` needs them.
     """
 
     imp_t: torch.Tensor
@@ -72,6 +74,7 @@ class Significance:
     region: torch.Tensor
     weight: torch.Tensor
     quality: torch.Tensor | None = None
+    objects: torch.Tensor | None = None
 
 
 def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> torch.Tensor:
