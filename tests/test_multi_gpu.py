@@ -21,7 +21,8 @@ REPORT = """
 from types import SimpleNamespace
 from yolo_tsd.trainer import update_schedule
 n_schedule = sum(cb is update_schedule for cb in trainer.callbacks["on_train_epoch_start"])
-trainer.epoch, trainer.tsd_model = 0, SimpleNamespace(scale=None)
+terms = SimpleNamespace(pace=1, take_trust_peak=lambda: None)
+trainer.epoch, trainer.tsd_model = 0, SimpleNamespace(scale=None, terms=terms)
 trainer.run_callbacks("on_train_epoch_start")  # what the worker does at each epoch start
 print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
       "args_teacher": trainer.args.teacher, "epochs": trainer.args.epochs, "n_schedule": n_schedule,
@@ -125,3 +126,36 @@ def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path, mon
         for g0, g1, s0, s1 in zip(ranks[0][part], ranks[1][part], singles[0][idx], singles[1][idx]):
             assert torch.allclose(g0, g1)  # synchronised across ranks
             assert torch.allclose(g0, (s0 + s1) / 2, rtol=1e-4, atol=1e-6)  # = the mean of the per-rank gradients
+
+
+def resting_worker(rank, world, port, out):
+    """A step without the teacher (the adapters unused), then a distilling step, under DDP as Ultralytics wraps it."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    tsd = build(adapter_seed=100 + rank)
+    ddp = torch.nn.parallel.DistributedDataParallel(tsd, find_unused_parameters=True)
+    batch = make_batch(bs=2, imgsz=64, seed=10 + rank)
+    result = {}
+    for due in (False, True):
+        tsd.teacher_due = due
+        ddp.zero_grad()
+        loss, _ = ddp(batch)
+        loss.sum().backward()
+        adapters = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in tsd.adapters.parameters()]
+        result[due] = {"loss": loss.detach(), "student": grad_list(tsd.student), "adapters": adapters}
+    torch.save(result, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_steps_without_the_teacher_leave_the_adapters_out_and_stay_synchronised(tmp_path):
+    port = 29500 + (os.getpid() + 500) % 1000
+    mp.spawn(resting_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for r in range(2):
+        assert torch.all(ranks[r][False]["loss"][-3:] == 0) and torch.all(ranks[r][True]["loss"][-3:] > 0)
+        assert all(torch.all(g == 0) for g in ranks[r][False]["adapters"])  # unused: no gradient (None or 0)
+        assert any(torch.any(g != 0) for g in ranks[r][True]["adapters"])
+    for due in (False, True):
+        for part in ("student", "adapters"):
+            assert all(torch.allclose(g0, g1) for g0, g1 in zip(ranks[0][due][part], ranks[1][due][part]))

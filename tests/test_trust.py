@@ -8,6 +8,7 @@ import csv
 import logging
 import math
 from copy import deepcopy
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from yolo_tsd.losses import FeatureAdapters
 from yolo_tsd.model import TSDModel
 from yolo_tsd.significance import GroundTruth, mean_quality, object_quality
 from yolo_tsd.teacher import Teacher
+from yolo_tsd.trainer import start_batch, update_schedule
 
 
 @pytest.fixture(scope="module")
@@ -120,20 +122,76 @@ def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
     assert 0 <= trust <= 1 and trainer.tsd_model.terms.qualities is not None
 
 
-def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(data_yaml, teacher_pt, tmp_path):
-    """Fine-tuning the teacher's own weights: both models detect alike, so trust is 0 from the start."""
+def epoch_of_steps(trainer, steps=8):
+    """Run the trainer's epoch-start and batch-start callbacks; which of the epoch's steps run the teacher."""
+    update_schedule(trainer)
+    return [start_batch(trainer) or trainer.tsd_model.teacher_due for _ in range(steps)]
+
+
+def schedule_only(**settings):
+    """A stand-in trainer holding only what the schedule callbacks read and set."""
+    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(**settings))
+    tsd_model = SimpleNamespace(scale=1.0, terms=terms, teacher_due=True, probe=False)
+    return SimpleNamespace(
+        tsd_model=tsd_model, tsd=terms.cfg, epoch=0, schedule_scale=lambda e: 1.0, world_size=1, train_loader=range(8)
+    )
+
+
+def test_an_untrusted_teacher_runs_on_one_step_in_n_until_the_student_falls_behind():
+    trainer = schedule_only(untrusted_every=4)
+    terms, one = trainer.tsd_model.terms, torch.ones(())
+    assert epoch_of_steps(trainer) == [True] * 8  # nothing measured yet: the teacher runs on every step
+    for _ in range(8):
+        terms.update_running(one, torch.ones(3), torch.tensor([0.5, 0.6]))  # the student ahead: trust 0
+    assert terms.trust.item() == 0
+    assert epoch_of_steps(trainer) == [True, False, False, False] * 2 and terms.pace == 4
+    for _ in range(2):  # its two teacher steps find no trust either: it stays at rest
+        terms.update_running(one, torch.ones(3), torch.tensor([0.5, 0.6]))
+    assert epoch_of_steps(trainer) == [True, False, False, False] * 2
+    resting = deepcopy(terms)
+    for _ in range(2):  # the student falls far behind: two teacher steps at one in 4 stand for 8 training steps ...
+        terms.update_running(one, torch.ones(3), torch.tensor([0.8, 0.2]))
+    assert terms.trust.item() > 0
+    assert epoch_of_steps(trainer) == [True] * 8 and terms.pace == 1  # ... so the teacher is back on every step
+    resting.pace = 1  # the same two steps counted as two training steps have not yet moved the running qualities
+    for _ in range(2):
+        resting.update_running(one, torch.ones(3), torch.tensor([0.8, 0.2]))
+    assert resting.trust.item() == 0
+
+
+def test_without_the_trust_factor_the_teacher_never_rests():
+    trainer = schedule_only(trust="off", untrusted_every=4)
+    epoch_of_steps(trainer)
+    trainer.tsd_model.terms.update_running(torch.ones(()), torch.ones(3), None)  # trust=off measures no quality
+    assert epoch_of_steps(trainer) == [True] * 8
+
+
+def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(
+    data_yaml, teacher_pt, tmp_path, monkeypatch
+):
+    """Fine-tuning the teacher's own weights: both models detect alike, so trust is 0 from the start; in the next
+    epoch the teacher runs on one step in ``untrusted_every`` only."""
     from ultralytics.utils import LOGGER
 
-    messages = []
+    messages, teacher_epochs = [], []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())
     LOGGER.addHandler(handler)
+    teacher_call = Teacher.__call__
     try:
-        run = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, model=str(teacher_pt), tsd_trust="quality")
+        run = tiny_run(
+            data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
+        )
         trainer = TSDTrainer(overrides=run)
+        monkeypatch.setattr(
+            Teacher, "__call__", lambda t, x: teacher_epochs.append(trainer.epoch) or teacher_call(t, x)
+        )
         trainer.train()
     finally:
         LOGGER.removeHandler(handler)
-    row = next(csv.DictReader((trainer.save_dir / "results.csv").open()))
-    assert float(row["tsd/trust"]) == 0 and all(float(row[f"train/{k}"]) == 0 for k in LOSS_NAMES)
+    rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
+    assert float(rows[0]["tsd/trust"]) == 0 and all(float(rows[0][f"train/{k}"]) == 0 for k in LOSS_NAMES)
     assert sum("distillation adds nothing" in m for m in messages) == 1
+    steps = len(trainer.train_loader)
+    assert steps == 2 and teacher_epochs == [0, 0, 1]  # every step of epoch 1, one of the two steps of epoch 2
+    assert sum("epoch 2: the teacher runs on one step in 2 only" in m for m in messages) == 1

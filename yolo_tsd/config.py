@@ -18,9 +18,12 @@ from .errors import MissingFileError, UsageError, did_you_mean
 PREFIX = "tsd_"  # command-line prefix for single settings, e.g. tsd_lambda_feat=2.0
 
 
-def _setting(default: Any, doc: str, lo: float | None = None, hi: float | None = None, choices: tuple = ()) -> Any:
-    """Declare one setting with its comment and valid range (``lo``/``hi`` inclusive) or allowed values."""
-    return field(default=default, metadata={"doc": doc, "lo": lo, "hi": hi, "choices": choices})
+def _setting(
+    default: Any, doc: str, lo: float | None = None, hi: float | None = None, choices: tuple = (), whole: bool = False
+) -> Any:
+    """Declare one setting: its comment, valid range (``lo``/``hi`` inclusive), allowed values, or ``whole`` numbers."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "whole": whole}
+    return field(default=default, metadata=meta)
 
 
 @dataclass
@@ -138,6 +141,14 @@ class TSDConfig:
         "CUDA only: teacher weights in float16 and channels-last (they never train): half the teacher's memory, no "
         "per-step weight casts under AMP; ignored with a warning on CPU",
     )
+    untrusted_every: int = _setting(
+        8,
+        "trust=quality: after an epoch in which the trust factor was 0 on every step (the student already detects as "
+        "well as the teacher), run the teacher only on every Nth step, which keeps measuring both models' quality; "
+        "distillation resumes the epoch after one of them finds the student behind (1: the teacher runs every step)",
+        lo=1,
+        whole=True,
+    )
 
     def __post_init__(self) -> None:
         """Validate types, ranges and choices, naming the offending key."""
@@ -157,7 +168,9 @@ class TSDConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise UsageError(f"TSD setting '{f.name}' must be a number, got {value!r}")
-            setattr(self, f.name, float(value))
+            if meta["whole"] and value != int(value):
+                raise UsageError(f"TSD setting '{f.name}' must be a whole number, got {value!r}")
+            setattr(self, f.name, int(value) if meta["whole"] else float(value))
             lo, hi = meta["lo"], meta["hi"]
             if (lo is not None and value < lo) or (hi is not None and value > hi):
                 rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"

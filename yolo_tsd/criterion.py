@@ -34,9 +34,14 @@ LOSS_NAMES = ("dfeat_loss", "dcls_loss", "dbox_loss")
 BALANCE_MOMENTUM = 0.98  # running sizes for balance=loss and qualities for trust=quality: about the last 50 steps
 
 
-def running_mean(mean: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
-    """``value`` on the first step, then the exponential running mean with ``BALANCE_MOMENTUM`` (on the device)."""
-    return value if mean is None else mean * BALANCE_MOMENTUM + value * (1 - BALANCE_MOMENTUM)
+def running_mean(mean: torch.Tensor | None, value: torch.Tensor, steps: int = 1) -> torch.Tensor:
+    """``value`` on the first step, then the exponential running mean with ``BALANCE_MOMENTUM`` (on the device).
+
+    ``steps``: training steps this value stands for (the teacher ran on one step in ``steps``): the mean forgets as
+    much as over that many steps, so its memory is the same number of training steps however often it is updated.
+    """
+    momentum = BALANCE_MOMENTUM**steps
+    return value if mean is None else mean * momentum + value * (1 - momentum)
 
 
 def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -129,6 +134,8 @@ class TSDLoss:
         self.qualities: torch.Tensor | None = None  # running (teacher, student) object quality for trust=quality
         self.trust = torch.ones(())  # the last step's trust factor (a device tensor)
         self.trust_total = torch.zeros(2)  # (sum of the trust factor, steps) since the last epoch_trust()
+        self.trust_peak: torch.Tensor | None = None  # the largest trust factor since the last take_trust_peak()
+        self.pace = 1  # the teacher runs on one training step in this many (set by the trainer each epoch)
 
     def compute(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0) -> DistillStep:
         """Loss, named items and significance of one step.
@@ -180,7 +187,9 @@ class TSDLoss:
         step = mean_over_ranks(torch.cat([det.view(1), raw] + ([] if quality is None else [quality.to(raw)])))
         if quality is not None:
             self.track_trust(step[4:])
-        self.trust_total = self.trust_total.to(raw) + torch.stack([self.trust.to(raw), raw.new_ones(())])
+        trust = self.trust.to(raw)
+        self.trust_total = self.trust_total.to(raw) + torch.stack([trust, raw.new_ones(())])
+        self.trust_peak = trust if self.trust_peak is None else torch.maximum(self.trust_peak, trust)
         return self.term_weights(step[:4])
 
     def term_weights(self, sizes: torch.Tensor) -> torch.Tensor:
@@ -192,7 +201,7 @@ class TSDLoss:
         """
         cfg, factor = self.cfg, torch.ones_like(sizes[1:])
         if cfg.balance == "loss":
-            self.sizes = running_mean(self.sizes, sizes)
+            self.sizes = running_mean(self.sizes, sizes, self.pace)
             factor = self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
         return torch.stack([factor[0] * cfg.lambda_feat, factor[1] * cfg.lambda_cls, factor[2] * cfg.lambda_box])
 
@@ -204,7 +213,7 @@ class TSDLoss:
         ``trust_margin`` (a fraction of the teacher's quality) behind, falling to 0 as it catches up, and 0 for a
         teacher no better than the student.
         """
-        self.qualities = running_mean(self.qualities, quality)
+        self.qualities = running_mean(self.qualities, quality, self.pace)
         q_t, q_s = self.qualities.unbind()
         self.trust = ((q_t - q_s) / (self.cfg.trust_margin * q_t).clamp(min=1e-8)).clamp(0, 1)
 
@@ -215,6 +224,14 @@ class TSDLoss:
         """
         total, self.trust_total = self.trust_total.cpu(), torch.zeros(2)
         return float(total[0] / total[1]) if total[1] > 0 else float("nan")
+
+    def take_trust_peak(self) -> float | None:
+        """The largest trust factor over the distilling steps since the last call (None if none), then start anew.
+
+        Read once per epoch on every rank (one host synchronisation); the ranks hold the same factor, so they agree.
+        """
+        peak, self.trust_peak = self.trust_peak, None
+        return None if peak is None else float(peak)
 
     def running_state(self) -> dict[str, torch.Tensor | None]:
         """The running sizes and qualities (None before the first step), saved with a resumable checkpoint."""

@@ -86,6 +86,8 @@ class TSDModel(nn.Module):
     Attributes:
         adapters (FeatureAdapters): Student-to-teacher feature adapters, on the student's device and memory format.
         scale (float): Schedule factor on every distillation term (set each epoch by the trainer).
+        teacher_due (bool): Whether this step runs the teacher (set each step by the trainer: False on most steps of an
+            epoch that follows one without any trust, ``untrusted_every``); a step without it is Ultralytics' loss.
         timer (StepTimer): Per-part step timing, off unless the benchmark starts it.
     """
 
@@ -100,6 +102,7 @@ class TSDModel(nn.Module):
         self.teacher_ref = SharedRef(teacher)
         self.cfg = cfg
         self.scale = 1.0
+        self.teacher_due = True
         self.timer = StepTimer()
         self.probe = False  # set for a few steps per epoch: record how the gradient splits between the losses
         self.gradient_stats: list[torch.Tensor] = []  # (detection norm, distillation norm, dot product) per probe
@@ -144,7 +147,7 @@ class TSDModel(nn.Module):
         """
         images, device = batch["img"], batch["img"].device
         t_preds = None
-        if self.distilling:
+        if self.distilling and self.teacher_due:
             if self.teacher is None:
                 raise RuntimeError("this TSDModel was unpickled without its teacher; build a new one to distil")
             with self.timer("teacher", device):

@@ -52,24 +52,44 @@ def cpu_copies(tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.Tenso
     return {k: None if v is None else v.detach().float().cpu().clone() for k, v in tensors.items()}
 
 
+def pace_words(every: int) -> str:
+    """How often the teacher runs, in words."""
+    return "every step" if every == 1 else f"one step in {every} only"
+
+
 def update_schedule(trainer: TSDTrainer) -> None:
-    """``on_train_epoch_start`` callback: set this epoch's factor on the distillation terms.
+    """``on_train_epoch_start``: this epoch's factor on the distillation terms, and how often the teacher runs.
+
+    After an epoch whose trust factor was 0 on every step it distilled, the teacher runs on one step in
+    ``untrusted_every`` only (those steps keep the trust measured); any trust on them brings it back to every step the
+    epoch after. Every rank holds the same factor, so every rank decides alike.
 
     A plain function, not a bound method: Ultralytics pickles the callbacks into its DDP relaunch, and a bound method
     would carry the parent trainer (and its teacher) into every worker.
     """
-    trainer.tsd_model.scale = trainer.schedule_scale(trainer.epoch)
+    tsd_model = trainer.tsd_model
+    tsd_model.scale = trainer.schedule_scale(trainer.epoch)
     trainer.epoch_batch = -1
+    peak = tsd_model.terms.take_trust_peak()  # None: the last epoch did not distil (keep the teacher's pace)
+    every = tsd_model.terms.pace if peak is None else trainer.tsd.untrusted_every if peak == 0 else 1
+    if every != tsd_model.terms.pace and RANK in {-1, 0}:
+        why = "no trust in the last epoch (these steps notice if the student falls behind)"
+        why = why if every > 1 else "the student fell behind it again"
+        LOGGER.info(f"{colorstr('tsd:')} epoch {trainer.epoch + 1}: the teacher runs on {pace_words(every)}: {why}")
+    tsd_model.terms.pace = every
 
 
-def probe_gradients(trainer: TSDTrainer) -> None:
-    """``on_train_batch_start``: on ``GRADIENT_PROBES`` evenly spaced steps per epoch, record the gradient split.
+def start_batch(trainer: TSDTrainer) -> None:
+    """``on_train_batch_start``: whether this step runs the teacher, and whether it records the gradient split.
 
-    Single-process only: the probe's extra backward passes are not part of DDP's synchronised step.
+    The gradient split is recorded on ``GRADIENT_PROBES`` evenly spaced steps per epoch, in a single process only: the
+    probe's extra backward passes are not part of DDP's synchronised step.
     """
     trainer.epoch_batch += 1
+    tsd_model = trainer.tsd_model
+    tsd_model.teacher_due = trainer.epoch_batch % tsd_model.terms.pace == 0
     every = max(1, len(trainer.train_loader) // GRADIENT_PROBES)
-    trainer.tsd_model.probe = trainer.world_size <= 1 and trainer.epoch_batch % every == every // 2
+    tsd_model.probe = trainer.world_size <= 1 and trainer.epoch_batch % every == every // 2
 
 
 def plot_significance(trainer: TSDTrainer) -> None:
@@ -108,7 +128,7 @@ def plot_loss_curves(trainer: TSDTrainer) -> None:
 GRADIENT_PROBES = 4  # steps per epoch whose gradient split between detection and distillation is recorded
 CALLBACKS = (
     ("on_train_epoch_start", update_schedule),
-    ("on_train_batch_start", probe_gradients),
+    ("on_train_batch_start", start_batch),
     ("on_fit_epoch_end", plot_significance),
     ("on_train_end", plot_loss_curves),
 )
@@ -291,9 +311,9 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
                 self.untrusted_warned = True
                 LOGGER.warning(
                     f"{colorstr('tsd:')} trust 0 for all of epoch {self.epoch + 1}: the student detects its training "
-                    "objects as well as the teacher, so distillation adds nothing (the terms are 0; the teacher still "
-                    "runs to notice if the student falls behind). A stronger teacher, or training without one, would "
-                    "serve this data better."
+                    "objects as well as the teacher, so distillation adds nothing (the terms are 0; while that lasts "
+                    f"the teacher runs on {pace_words(self.tsd.untrusted_every)}, to notice if the student falls "
+                    "behind). A stronger teacher, or training without one, would serve this data better."
                 )
         super().save_metrics({**metrics, **extra})
 
