@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from yolo_tsd.bench import VARIANTS, as_list, main
+from yolo_tsd.bench import VARIANTS, as_list, main, per_step
 from yolo_tsd.cli import parse
 from yolo_tsd.summary import paired_interval, summarise, table
 
@@ -159,3 +159,9 @@ def test_a_variant_carries_its_own_settings_to_its_own_method_only(monkeypatch, 
     ):
         with pytest.raises(ValueError, match=match):
             bench.run(seeds=0, variants=bad, project=str(tmp_path), data=str(data_yaml), teacher=str(teacher_pt))
+
+
+def test_a_part_that_ran_on_some_steps_only_is_counted_per_step():
+    assert per_step([0.4, 0.5, 0.6], 3) == 0.5  # every step: its median
+    assert per_step([0.5], 4) == 0.125  # a teacher resting on 3 steps of 4
+    assert per_step([], 4) == 0.0

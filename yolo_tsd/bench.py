@@ -171,8 +171,8 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
         "mAP50": m["metrics/mAP50(B)"],
         "step_s": statistics.median(steps) if steps else float("nan"),
         "peak_mb": peak,
-        "teacher_s": statistics.median(parts["teacher"]) if parts["teacher"] else 0.0,
-        "terms_s": statistics.median(parts["terms"]) if parts["terms"] else 0.0,
+        "teacher_s": per_step(parts["teacher"], len(steps)),
+        "terms_s": per_step(parts["terms"], len(steps)),
         "grad_share": statistics.mean(shares) if shares else float("nan"),
         "grad_share_per_epoch": shares,
         "grad_cos": statistics.mean(cosines) if cosines else float("nan"),
@@ -184,6 +184,14 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
 
         result.update(one2one_stats(trainer.best, job["train"]["data"], job["train"].get("imgsz", 640)))
     return result
+
+
+def per_step(seconds: list[float], steps: int) -> float:
+    """A part's seconds per step: its median where it ran, times the fraction of the timed steps it ran on.
+
+    A resting teacher runs on some steps only; scaled so, its time compares with the median step. 0 if it never ran.
+    """
+    return statistics.median(seconds) * len(seconds) / steps if seconds else 0.0
 
 
 def epoch_values(rows: list[dict[str, str]], key: str) -> list[float]:
