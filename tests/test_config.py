@@ -40,7 +40,11 @@ def test_yaml_then_overrides(tmp_path):
         ({"split": "four"}, "split=four.*three, binary"),
         ({"weak_mode": None}, "weak_mode=None.*none/null.*diff, abs, off"),
         ({"continuous": "yes"}, "continuous.*True or False"),
-        ({"w_high": "big"}, "w_high.*must be a number"),
+        ({"w_high": "big"}, "w_high.*must be a finite number"),
+        ({"lambda_feat": float("nan")}, "lambda_feat.*must be a finite number"),
+        ({"untrusted_every": float("inf")}, "untrusted_every.*must be a finite number"),
+        ({"untrusted_every": 2.5}, "untrusted_every.*whole number"),
+        ({"untrusted_every": 0}, "untrusted_every=0.*out of range"),
     ],
 )
 def test_bad_settings_name_the_key(values, match):

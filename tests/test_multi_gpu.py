@@ -19,7 +19,7 @@ from yolo_tsd.teacher import Teacher
 
 REPORT = """
 from types import SimpleNamespace
-from yolo_tsd.trainer import update_schedule
+from yolo_tsd.callbacks import update_schedule
 n_schedule = sum(cb is update_schedule for cb in trainer.callbacks["on_train_epoch_start"])
 terms = SimpleNamespace(pace=1, take_trust_peak=lambda: None)
 trainer.epoch, trainer.tsd_model = 0, SimpleNamespace(scale=None, terms=terms)

@@ -15,13 +15,13 @@ import torch
 from helpers import build_model, make_batch, tiny_run
 
 from yolo_tsd import TSDTrainer
+from yolo_tsd.callbacks import GRADIENT_PROBES, start_batch, update_schedule
 from yolo_tsd.config import TSDConfig
 from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
 from yolo_tsd.losses import FeatureAdapters
 from yolo_tsd.model import TSDModel
 from yolo_tsd.significance import GroundTruth, mean_quality, object_quality
 from yolo_tsd.teacher import Teacher
-from yolo_tsd.trainer import start_batch, update_schedule
 
 
 @pytest.fixture(scope="module")
@@ -122,41 +122,88 @@ def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
     assert 0 <= trust <= 1 and trainer.tsd_model.terms.qualities is not None
 
 
-def epoch_of_steps(trainer, steps=8):
+def epoch_of_steps(trainer):
     """Run the trainer's epoch-start and batch-start callbacks; which of the epoch's steps run the teacher."""
     update_schedule(trainer)
-    return [start_batch(trainer) or trainer.tsd_model.teacher_due for _ in range(steps)]
+    return [start_batch(trainer) or trainer.tsd_model.teacher_due for _ in trainer.train_loader]
 
 
-def schedule_only(**settings):
+def schedule_only(batches=8, **settings):
     """A stand-in trainer holding only what the schedule callbacks read and set."""
     terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(**settings))
     tsd_model = SimpleNamespace(scale=1.0, terms=terms, teacher_due=True, probe=False)
     return SimpleNamespace(
-        tsd_model=tsd_model, tsd=terms.cfg, epoch=0, schedule_scale=lambda e: 1.0, world_size=1, train_loader=range(8)
+        tsd_model=tsd_model,
+        tsd=terms.cfg,
+        epoch=0,
+        schedule_scale=lambda e: 1.0,
+        world_size=1,
+        train_loader=range(batches),
     )
+
+
+def steps(terms, *qualities):
+    """One distilling step per (teacher, student) quality pair."""
+    for q in qualities:
+        terms.update_running(torch.ones(()), torch.ones(3), torch.tensor(q))
+
+
+AHEAD, BEHIND = (0.5, 0.6), (0.8, 0.2)  # (teacher, student) quality: the student ahead (trust 0), far behind
 
 
 def test_an_untrusted_teacher_runs_on_one_step_in_n_until_the_student_falls_behind():
     trainer = schedule_only(untrusted_every=4)
-    terms, one = trainer.tsd_model.terms, torch.ones(())
+    terms = trainer.tsd_model.terms
     assert epoch_of_steps(trainer) == [True] * 8  # nothing measured yet: the teacher runs on every step
-    for _ in range(8):
-        terms.update_running(one, torch.ones(3), torch.tensor([0.5, 0.6]))  # the student ahead: trust 0
+    steps(terms, *[AHEAD] * 8)
     assert terms.trust.item() == 0
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2 and terms.pace == 4
-    for _ in range(2):  # its two teacher steps find no trust either: it stays at rest
-        terms.update_running(one, torch.ones(3), torch.tensor([0.5, 0.6]))
+    steps(terms, AHEAD, AHEAD)  # its two teacher steps find no trust either: it stays at rest
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
     resting = deepcopy(terms)
-    for _ in range(2):  # the student falls far behind: two teacher steps at one in 4 stand for 8 training steps ...
-        terms.update_running(one, torch.ones(3), torch.tensor([0.8, 0.2]))
+    steps(terms, BEHIND, BEHIND)  # the student falls far behind: two teacher steps at one in 4 stand for 8 steps ...
     assert terms.trust.item() > 0
     assert epoch_of_steps(trainer) == [True] * 8 and terms.pace == 1  # ... so the teacher is back on every step
     resting.pace = 1  # the same two steps counted as two training steps have not yet moved the running qualities
-    for _ in range(2):
-        resting.update_running(one, torch.ones(3), torch.tensor([0.8, 0.2]))
+    steps(resting, BEHIND, BEHIND)
     assert resting.trust.item() == 0
+    # an epoch whose trust ends at 0 but was above 0 on some step keeps the teacher on every step (the epoch's largest
+    # factor decides, not its last) ...
+    steps(terms, *[AHEAD] * 200)
+    assert terms.trust.item() == 0
+    assert epoch_of_steps(trainer) == [True] * 8
+    steps(terms, *[AHEAD] * 8)  # ... and the next epoch, at 0 throughout, starts from a fresh peak: rest again
+    assert epoch_of_steps(trainer) == [True, False, False, False] * 2
+
+
+def test_the_teacher_rests_at_most_for_an_epoch_and_its_gradient_probes_fall_on_its_steps():
+    trainer = schedule_only(batches=32, untrusted_every=100)
+    steps(trainer.tsd_model.terms, AHEAD)
+    assert epoch_of_steps(trainer) == [True] + [False] * 31  # beyond the batches of an epoch: once an epoch
+    trainer = schedule_only(batches=32, untrusted_every=4)
+    for expected_teacher_steps in (32, 8):
+        due, probes = [], []
+        update_schedule(trainer)
+        for _ in trainer.train_loader:
+            start_batch(trainer)
+            due.append(trainer.tsd_model.teacher_due)
+            probes.append(trainer.tsd_model.probe)
+        assert sum(due) == expected_teacher_steps
+        assert sum(probes) == GRADIENT_PROBES and all(d for d, p in zip(due, probes) if p)
+        steps(trainer.tsd_model.terms, AHEAD)
+
+
+def test_restored_running_statistics_replace_the_current_ones():
+    """Resume and NaN recovery: the checkpoint's qualities are taken as they are and the epoch's statistics restart."""
+    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig())
+    steps(terms, AHEAD)
+    saved = {"sizes": None, "qualities": torch.tensor(BEHIND)}
+    terms.load_running_state(saved, torch.device("cpu"))
+    assert terms.trust.item() == pytest.approx(0.75) and terms.take_trust_peak() is None
+    assert math.isnan(terms.epoch_trust())
+    terms.qualities = torch.tensor([float("nan"), float("nan")])  # what a NaN step leaves behind
+    terms.load_running_state(saved, torch.device("cpu"))
+    assert terms.trust.item() == pytest.approx(0.75)
 
 
 def test_without_the_trust_factor_the_teacher_never_rests():

@@ -104,7 +104,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
     from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils.torch_utils import unwrap_model
 
-    from .criterion import synced_clock
+    from .timing import synced_clock
     from .trainer import TSDTrainer
     from .ultralytics_internals import builtin_teacher
 

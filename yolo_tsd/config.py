@@ -7,6 +7,7 @@ and a test keeps the two identical, so every key in the file carries the comment
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,8 +145,9 @@ class TSDConfig:
     untrusted_every: int = _setting(
         8,
         "trust=quality: after an epoch in which the trust factor was 0 on every step (the student already detects as "
-        "well as the teacher), run the teacher only on every Nth step, which keeps measuring both models' quality; "
-        "distillation resumes the epoch after one of them finds the student behind (1: the teacher runs every step)",
+        "well as the teacher), run the teacher on one step in this many only (at most once an epoch); those steps keep "
+        "measuring both models' quality and distil whenever the factor is above 0, and then the teacher is back on "
+        "every step from the next epoch (1: the teacher runs every step)",
         lo=1,
         whole=True,
     )
@@ -166,8 +168,8 @@ class TSDConfig:
                         f"{did_you_mean(str(value), meta['choices'])}"
                     )
                 continue
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise UsageError(f"TSD setting '{f.name}' must be a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise UsageError(f"TSD setting '{f.name}' must be a finite number, got {value!r}")
             if meta["whole"] and value != int(value):
                 raise UsageError(f"TSD setting '{f.name}' must be a whole number, got {value!r}")
             setattr(self, f.name, int(value) if meta["whole"] else float(value))

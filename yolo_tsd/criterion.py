@@ -8,8 +8,6 @@ class-logit and box-distribution terms as named loss items. It returns the signi
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +25,7 @@ from .significance import (
     mean_quality,
     object_quality,
 )
+from .timing import StepTimer
 from .ultralytics_internals import ONE2MANY, ONE2ONE, Assigned, Branch, assign, branches, is_end2end
 
 # <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
@@ -56,35 +55,6 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)  # a sum (AVG is not available on every backend)
     return value / dist.get_world_size()
-
-
-def synced_clock(device: torch.device) -> float:
-    """``time.perf_counter()`` once the device's queued work is done (CUDA runs asynchronously)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
-class StepTimer:
-    """Seconds per part of a step, for the benchmark; off (no device synchronisation) until ``start()``."""
-
-    def __init__(self):
-        """Start switched off."""
-        self.seconds: dict[str, float] | None = None
-
-    def start(self) -> None:
-        """Begin a fresh step's accounting."""
-        self.seconds = {}
-
-    @contextmanager
-    def __call__(self, part: str, device: torch.device):
-        """Add the block's wall time to ``seconds[part]`` when on (device synchronised), else do nothing."""
-        if self.seconds is None:
-            yield
-            return
-        t0 = synced_clock(device)
-        yield
-        self.seconds[part] = self.seconds.get(part, 0.0) + synced_clock(device) - t0
 
 
 @dataclass
@@ -220,7 +190,8 @@ class TSDLoss:
     def epoch_trust(self) -> float:
         """The mean trust factor over the distilling steps since the last call (NaN if none), then start anew.
 
-        Read once per epoch (one host synchronisation); every step counts, not only the gradient probes.
+        Read once per epoch (one host synchronisation); every step that ran the teacher counts, not only the gradient
+        probes.
         """
         total, self.trust_total = self.trust_total.cpu(), torch.zeros(2)
         return float(total[0] / total[1]) if total[1] > 0 else float("nan")
@@ -238,11 +209,16 @@ class TSDLoss:
         return {"sizes": self.sizes, "qualities": self.qualities}
 
     def load_running_state(self, state: dict[str, torch.Tensor | None], device: torch.device) -> None:
-        """Continue a resumed run with the running sizes and qualities it had (and the trust they give)."""
+        """Continue with the running sizes and qualities a checkpoint had (and the trust they give), replacing these.
+
+        Used on resume and after Ultralytics' NaN recovery, which redoes the epoch: its trust statistics start anew.
+        """
+        self.trust_total, self.trust_peak = torch.zeros(2), None
         if state.get("sizes") is not None:
             self.sizes = state["sizes"].to(device)
         if state.get("qualities") is not None:
-            self.track_trust(state["qualities"].to(device))  # the first running_mean takes the value as it is
+            self.qualities = None  # the first running_mean takes the value as it is
+            self.track_trust(state["qualities"].to(device))
 
     def __call__(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0):
         """``compute()`` as Ultralytics' ``(loss, items)`` pair."""

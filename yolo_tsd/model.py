@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from .config import TSDConfig
-from .criterion import DistillStep, StepTimer, TSDLoss
+from .criterion import DistillStep, TSDLoss
 from .losses import FeatureAdapters
 from .teacher import Teacher
+from .timing import StepTimer
 from .ultralytics_internals import STUDENT_ATTR, head, head_channels
 
 

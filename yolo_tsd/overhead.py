@@ -66,11 +66,11 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
     from ultralytics.utils import NUM_THREADS, YAML
 
     from .config import TSDConfig
-    from .criterion import synced_clock
     from .demo import cache_dir
     from .model import TSDModel
     from .regimes import regime_inputs
     from .teacher import Teacher
+    from .timing import synced_clock
 
     device = torch.device("cuda:0" if str(overrides.get("device", "cpu")) in {"0", "cuda"} else "cpu")
     torch.set_num_threads(NUM_THREADS)  # what Ultralytics' trainer uses on a CPU, so the step matches training

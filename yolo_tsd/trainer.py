@@ -23,13 +23,13 @@ from ultralytics.utils import DEFAULT_CFG, DEFAULT_CFG_DICT, LOGGER, RANK, YAML,
 from ultralytics.utils.checks import check_model_file_from_stem
 from ultralytics.utils.torch_utils import unwrap_model
 
+from .callbacks import CALLBACKS, pace_words
 from .checks import check_data, check_keys, resolve_weights
 from .config import PREFIX, TSDConfig
 from .errors import MissingFileError, UsageError
 from .model import TSDModel, gradient_summary
 from .teacher import Teacher
 from .ultralytics_internals import NanRecoveryHook, check_version, merge_param_groups
-from .visualize import plot_losses, render_batch
 
 CKPT_KEY = "tsd"  # in last.pt while a run is resumable: {"adapters": state dict, "epoch": int}; plain tensors only
 OLD_ADAPTERS_FILE = "tsd_adapters.pt"  # where yolo_tsd 0.1 kept the adapters, beside last.pt (read on resume)
@@ -50,89 +50,6 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
 def cpu_copies(tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
     """Float32 CPU copies of a checkpoint's tensors (None stays None), detached from training."""
     return {k: None if v is None else v.detach().float().cpu().clone() for k, v in tensors.items()}
-
-
-def pace_words(every: int) -> str:
-    """How often the teacher runs, in words."""
-    return "every step" if every == 1 else f"one step in {every} only"
-
-
-def update_schedule(trainer: TSDTrainer) -> None:
-    """``on_train_epoch_start``: this epoch's factor on the distillation terms, and how often the teacher runs.
-
-    After an epoch whose trust factor was 0 on every step it distilled, the teacher runs on one step in
-    ``untrusted_every`` only (those steps keep the trust measured); any trust on them brings it back to every step the
-    epoch after. Every rank holds the same factor, so every rank decides alike.
-
-    A plain function, not a bound method: Ultralytics pickles the callbacks into its DDP relaunch, and a bound method
-    would carry the parent trainer (and its teacher) into every worker.
-    """
-    tsd_model = trainer.tsd_model
-    tsd_model.scale = trainer.schedule_scale(trainer.epoch)
-    trainer.epoch_batch = -1
-    peak = tsd_model.terms.take_trust_peak()  # None: the last epoch did not distil (keep the teacher's pace)
-    every = tsd_model.terms.pace if peak is None else trainer.tsd.untrusted_every if peak == 0 else 1
-    if every != tsd_model.terms.pace and RANK in {-1, 0}:
-        why = "no trust in the last epoch (these steps notice if the student falls behind)"
-        why = why if every > 1 else "the student fell behind it again"
-        LOGGER.info(f"{colorstr('tsd:')} epoch {trainer.epoch + 1}: the teacher runs on {pace_words(every)}: {why}")
-    tsd_model.terms.pace = every
-
-
-def start_batch(trainer: TSDTrainer) -> None:
-    """``on_train_batch_start``: whether this step runs the teacher, and whether it records the gradient split.
-
-    The gradient split is recorded on ``GRADIENT_PROBES`` evenly spaced steps per epoch, in a single process only: the
-    probe's extra backward passes are not part of DDP's synchronised step.
-    """
-    trainer.epoch_batch += 1
-    tsd_model = trainer.tsd_model
-    tsd_model.teacher_due = trainer.epoch_batch % tsd_model.terms.pace == 0
-    every = max(1, len(trainer.train_loader) // GRADIENT_PROBES)
-    tsd_model.probe = trainer.world_size <= 1 and trainer.epoch_batch % every == every // 2
-
-
-def plot_significance(trainer: TSDTrainer) -> None:
-    """``on_fit_epoch_end``: significance pictures of a few fixed validation images, ``tsd_epoch{N}_{i}.png``.
-
-    Drawn at the first, middle and last epoch when Ultralytics' ``plots=True``, from the EMA student it validates.
-    """
-    last = trainer.epochs - 1
-    if not trainer.args.plots or RANK not in {-1, 0} or trainer.epoch not in {0, last // 2, last}:
-        return
-    if trainer.plot_batch is None:
-        dataset = trainer.test_loader.dataset  # read directly: the validator's loader iterator stays untouched
-        batch = dataset.collate_fn([dataset[i] for i in range(min(PLOT_IMAGES, len(dataset)))])
-        keep = batch["batch_idx"] < PLOT_IMAGES
-        trainer.plot_batch = {
-            "img": batch["img"][:PLOT_IMAGES].to(trainer.device).float() / 255,
-            **{k: batch[k][keep].to(trainer.device) for k in ("batch_idx", "cls", "bboxes")},
-        }
-    title = f"epoch {trainer.epoch + 1}/{trainer.epochs}: where the distillation focuses"
-    render_batch(
-        trainer.ema.ema,
-        trainer.teacher,
-        trainer.plot_batch,
-        trainer.tsd,
-        trainer.save_dir / f"tsd_epoch{trainer.epoch + 1}",
-        title,
-    )
-
-
-def plot_loss_curves(trainer: TSDTrainer) -> None:
-    """``on_train_end``: ``tsd_losses.png``, every detection and distillation loss term over the epochs."""
-    if trainer.args.plots and RANK in {-1, 0} and trainer.csv.is_file():
-        plot_losses(trainer.csv, trainer.save_dir / "tsd_losses.png")
-
-
-GRADIENT_PROBES = 4  # steps per epoch whose gradient split between detection and distillation is recorded
-CALLBACKS = (
-    ("on_train_epoch_start", update_schedule),
-    ("on_train_batch_start", start_batch),
-    ("on_fit_epoch_end", plot_significance),
-    ("on_train_end", plot_loss_curves),
-)
-PLOT_IMAGES = 2  # validation images drawn by plot_significance
 
 
 class TSDTrainer(NanRecoveryHook, DetectionTrainer):
@@ -301,7 +218,8 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
     def save_metrics(self, metrics):
         """Ultralytics' results.csv row, plus the epoch's gradient split and mean trust factor.
 
-        The extra columns: ``tsd/grad_share``, ``tsd/grad_cos`` (gradient probes) and ``tsd/trust`` (every step).
+        The extra columns: ``tsd/grad_share``, ``tsd/grad_cos`` (gradient probes) and ``tsd/trust`` (every step
+        that ran the teacher).
         """
         extra = {}
         if self.tsd_model:
