@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ REPORT = """
 from types import SimpleNamespace
 from yolo_tsd.callbacks import update_schedule
 n_schedule = sum(cb is update_schedule for cb in trainer.callbacks["on_train_epoch_start"])
-terms = SimpleNamespace(pace=1, take_trust_peak=lambda: None)
+terms = SimpleNamespace(pace=1, take_trust_sum=lambda: None)
 trainer.epoch, trainer.tsd_model = 0, SimpleNamespace(scale=None, terms=terms)
 trainer.run_callbacks("on_train_epoch_start")  # what the worker does at each epoch start
 print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
@@ -81,25 +82,26 @@ def grad_list(module):
     return [p.grad.clone() for p in module.parameters() if p.requires_grad]
 
 
-def worker(rank, world, port, out):
+@contextmanager
+def ddp_process(rank, world, port):
+    """One of ``world`` gloo processes: its TSDModel, the model wrapped as Ultralytics wraps it, and its own batch."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    tsd = build(adapter_seed=100 + rank)  # ranks are seeded differently, as in Ultralytics
-    ddp = torch.nn.parallel.DistributedDataParallel(tsd, find_unused_parameters=True)  # as Ultralytics wraps it
-    batch = make_batch(bs=2, imgsz=64, seed=10 + rank)  # each rank its own data
-    loss, _ = ddp(batch)
-    loss.sum().backward()
-    torch.save(
-        {
-            "loss": loss.detach(),
-            "student": grad_list(tsd.student),
-            "adapters": grad_list(tsd.adapters),
-            "sizes": tsd.terms.sizes,
-        },
-        f"{out}/rank{rank}.pt",
-    )
-    dist.destroy_process_group()
+    try:
+        tsd = build(adapter_seed=100 + rank)  # ranks are seeded differently, as in Ultralytics
+        ddp = torch.nn.parallel.DistributedDataParallel(tsd, find_unused_parameters=True)
+        yield tsd, ddp, make_batch(bs=2, imgsz=64, seed=10 + rank)
+    finally:
+        dist.destroy_process_group()
+
+
+def worker(rank, world, port, out):
+    with ddp_process(rank, world, port) as (tsd, ddp, batch):
+        loss, _ = ddp(batch)
+        loss.sum().backward()
+        result = {"loss": loss.detach(), "student": grad_list(tsd.student), "adapters": grad_list(tsd.adapters)}
+        torch.save({**result, "sizes": tsd.terms.sizes}, f"{out}/rank{rank}.pt")
 
 
 def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path, monkeypatch):
@@ -130,22 +132,16 @@ def test_ddp_wraps_the_module_broadcasts_and_averages_the_adapters(tmp_path, mon
 
 def resting_worker(rank, world, port, out):
     """A step without the teacher (the adapters unused), then a distilling step, under DDP as Ultralytics wraps it."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
-    tsd = build(adapter_seed=100 + rank)
-    ddp = torch.nn.parallel.DistributedDataParallel(tsd, find_unused_parameters=True)
-    batch = make_batch(bs=2, imgsz=64, seed=10 + rank)
-    result = {}
-    for due in (False, True):
-        tsd.teacher_due = due
-        ddp.zero_grad()
-        loss, _ = ddp(batch)
-        loss.sum().backward()
-        adapters = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in tsd.adapters.parameters()]
-        result[due] = {"loss": loss.detach(), "student": grad_list(tsd.student), "adapters": adapters}
-    torch.save(result, f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
+    with ddp_process(rank, world, port) as (tsd, ddp, batch):
+        result = {}
+        for due in (False, True):
+            tsd.teacher_due = due
+            ddp.zero_grad()
+            loss, _ = ddp(batch)
+            loss.sum().backward()
+            adapters = [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in tsd.adapters.parameters()]
+            result[due] = {"loss": loss.detach(), "student": grad_list(tsd.student), "adapters": adapters}
+        torch.save(result, f"{out}/rank{rank}.pt")
 
 
 def test_ddp_steps_without_the_teacher_leave_the_adapters_out_and_stay_synchronised(tmp_path):

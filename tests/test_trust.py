@@ -105,8 +105,9 @@ def test_trust_is_reported_per_epoch_over_every_step_and_survives_a_resume():
     raw = torch.ones(3)
     terms.update_running(torch.ones(()), raw, torch.tensor([0.8, 0.2]))  # trust 0.75
     terms.update_running(torch.ones(()), raw, None)  # a step without the quality keeps the last factor
-    assert terms.epoch_trust() == pytest.approx(0.75)  # the mean over both steps
-    assert math.isnan(terms.epoch_trust())  # and the epoch's count starts anew
+    assert terms.epoch_trust() == pytest.approx(0.75)  # the mean over both steps, for the results row
+    assert terms.take_trust_sum() == pytest.approx(1.5)  # the schedule's read at the next epoch's start ...
+    assert math.isnan(terms.epoch_trust()) and terms.take_trust_sum() is None  # ... starts the count anew
     state = terms.running_state()
     resumed = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=1.0))
     resumed.load_running_state(state, torch.device("cpu"))
@@ -125,7 +126,9 @@ def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
 def epoch_of_steps(trainer):
     """Run the trainer's epoch-start and batch-start callbacks; which of the epoch's steps run the teacher."""
     update_schedule(trainer)
-    return [start_batch(trainer) or trainer.tsd_model.teacher_due for _ in trainer.train_loader]
+    due = [start_batch(trainer) or trainer.tsd_model.teacher_due for _ in trainer.train_loader]
+    trainer.epoch += 1
+    return due
 
 
 def schedule_only(batches=8, **settings):
@@ -136,6 +139,7 @@ def schedule_only(batches=8, **settings):
         tsd_model=tsd_model,
         tsd=terms.cfg,
         epoch=0,
+        scheduled_epoch=None,
         schedule_scale=lambda e: 1.0,
         world_size=1,
         train_loader=range(batches),
@@ -167,12 +171,27 @@ def test_an_untrusted_teacher_runs_on_one_step_in_n_until_the_student_falls_behi
     resting.pace = 1  # the same two steps counted as two training steps have not yet moved the running qualities
     steps(resting, BEHIND, BEHIND)
     assert resting.trust.item() == 0
-    # an epoch whose trust ends at 0 but was above 0 on some step keeps the teacher on every step (the epoch's largest
-    # factor decides, not its last) ...
+    # an epoch whose trust ends at 0 but was above 0 on some step keeps the teacher on every step (any factor above 0
+    # in the epoch counts, not only its last) ...
     steps(terms, *[AHEAD] * 200)
     assert terms.trust.item() == 0
     assert epoch_of_steps(trainer) == [True] * 8
-    steps(terms, *[AHEAD] * 8)  # ... and the next epoch, at 0 throughout, starts from a fresh peak: rest again
+    steps(terms, *[AHEAD] * 8)  # ... and the next epoch, at 0 throughout, starts from a fresh count: rest again
+    assert epoch_of_steps(trainer) == [True, False, False, False] * 2
+
+
+def test_an_epoch_that_starts_again_keeps_its_pace():
+    """Ultralytics' first-epoch out-of-memory retry restarts the epoch: its unfinished try's factors decide nothing."""
+    trainer = schedule_only(untrusted_every=4)
+    terms = trainer.tsd_model.terms
+    update_schedule(trainer)
+    steps(terms, AHEAD, AHEAD)  # two steps at trust 0, then the epoch starts again
+    assert epoch_of_steps(trainer) == [True] * 8 and math.isnan(terms.epoch_trust())  # still every step, count anew
+    steps(terms, *[AHEAD] * 8)  # the whole epoch at 0: the next one rests
+    assert epoch_of_steps(trainer) == [True, False, False, False] * 2
+    trainer.epoch -= 1  # that epoch starts again (NaN recovery): it keeps resting, whatever its try measured
+    steps(terms, *[BEHIND] * 4)
+    assert terms.trust.item() > 0
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
 
 
@@ -191,6 +210,7 @@ def test_the_teacher_rests_at_most_for_an_epoch_and_its_gradient_probes_fall_on_
         assert sum(due) == expected_teacher_steps
         assert sum(probes) == GRADIENT_PROBES and all(d for d, p in zip(due, probes) if p)
         steps(trainer.tsd_model.terms, AHEAD)
+        trainer.epoch += 1
 
 
 def test_restored_running_statistics_replace_the_current_ones():
@@ -199,7 +219,7 @@ def test_restored_running_statistics_replace_the_current_ones():
     steps(terms, AHEAD)
     saved = {"sizes": None, "qualities": torch.tensor(BEHIND)}
     terms.load_running_state(saved, torch.device("cpu"))
-    assert terms.trust.item() == pytest.approx(0.75) and terms.take_trust_peak() is None
+    assert terms.trust.item() == pytest.approx(0.75) and terms.take_trust_sum() is None
     assert math.isnan(terms.epoch_trust())
     terms.qualities = torch.tensor([float("nan"), float("nan")])  # what a NaN step leaves behind
     terms.load_running_state(saved, torch.device("cpu"))
@@ -242,3 +262,27 @@ def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(
     # every step of epoch 1, then one of the two steps of epoch 2
     assert len(trainer.train_loader) == 2 and teacher_epochs == [0, 0, 1]
     assert sum("epoch 2: the teacher runs on one step in 2 only" in m for m in messages) == 1
+
+
+def test_an_out_of_memory_retry_of_the_first_epoch_keeps_the_teacher_on(data_yaml, teacher_pt, tmp_path, monkeypatch):
+    """Ultralytics halves the batch and restarts the first epoch after an out-of-memory error: the restarted epoch
+    runs the teacher on every step (its first try's single step at trust 0 is no epoch's worth of evidence), and the
+    epoch after it rests as usual."""
+    teacher_epochs, teacher_call = [], Teacher.__call__
+    trainer = TSDTrainer(
+        overrides=tiny_run(
+            data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
+        )
+    )
+
+    def call(t, x):
+        if len(teacher_epochs) == 1 and trainer.batch_size == 8:
+            raise RuntimeError("CPU out of memory (raised by the test)")
+        teacher_epochs.append(trainer.epoch)
+        return teacher_call(t, x)
+
+    monkeypatch.setattr(Teacher, "__call__", call)
+    trainer.train()
+    assert trainer.batch_size == 4 and len(trainer.train_loader) == 4  # the retry ran at half the batch
+    # the first try's step, the restarted epoch's 4 steps, then one step in 2 of the next epoch
+    assert teacher_epochs == [0] + [0] * 4 + [1] * 2

@@ -30,13 +30,17 @@ def update_schedule(trainer: TSDTrainer) -> None:
     After an epoch whose trust factor was 0 on every step that ran the teacher, the teacher runs on one step in
     ``untrusted_every`` only (at most once per epoch's worth of batches); those steps keep the trust measured and
     distil whenever it is above 0, and any trust on them brings the teacher back to every step the epoch after. Every
-    rank holds the same factor, so every rank decides alike.
+    rank holds the same factor, so every rank decides alike. An epoch that starts again (Ultralytics' first-epoch
+    out-of-memory retry, NaN recovery) keeps its pace: the steps of its unfinished try decide nothing.
     """
     tsd_model = trainer.tsd_model
     tsd_model.scale = trainer.schedule_scale(trainer.epoch)
     trainer.epoch_batch = -1
-    peak = tsd_model.terms.take_trust_peak()  # None: the last epoch did not distil (keep the teacher's pace)
-    every = tsd_model.terms.pace if peak is None else trainer.tsd.untrusted_every if peak == 0 else 1  # NaN: 1
+    total = tsd_model.terms.take_trust_sum()  # None: the last epoch did not distil (keep the teacher's pace)
+    if trainer.epoch == trainer.scheduled_epoch:
+        total = None
+    trainer.scheduled_epoch = trainer.epoch
+    every = tsd_model.terms.pace if total is None else trainer.tsd.untrusted_every if total == 0 else 1  # NaN: 1
     every = min(every, len(trainer.train_loader)) if every > 1 else 1  # a value beyond the batches: once an epoch
     if every != tsd_model.terms.pace and RANK in {-1, 0}:
         why = "no trust in the last epoch (these steps notice if the student falls behind)"

@@ -103,8 +103,7 @@ class TSDLoss:
         self.sizes: torch.Tensor | None = None  # running (detection, feature, class, box) sizes for balance=loss
         self.qualities: torch.Tensor | None = None  # running (teacher, student) object quality for trust=quality
         self.trust = torch.ones(())  # the last step's trust factor (a device tensor)
-        self.trust_total = torch.zeros(2)  # (sum of the trust factor, steps) since the last epoch_trust()
-        self.trust_peak: torch.Tensor | None = None  # the largest trust factor since the last take_trust_peak()
+        self.trust_total = torch.zeros(2)  # (sum of the trust factor, steps) since the last take_trust_sum()
         self.pace = 1  # the teacher runs on one training step in this many (set by the trainer each epoch)
 
     def compute(self, det: Any, preds: Any, batch: dict, t_preds: dict | None, scale: float = 1.0) -> DistillStep:
@@ -159,7 +158,6 @@ class TSDLoss:
             self.track_trust(step[4:])
         trust = self.trust.to(raw)
         self.trust_total = self.trust_total.to(raw) + torch.stack([trust, raw.new_ones(())])
-        self.trust_peak = trust if self.trust_peak is None else torch.maximum(self.trust_peak, trust)
         return self.term_weights(step[:4])
 
     def term_weights(self, sizes: torch.Tensor) -> torch.Tensor:
@@ -188,21 +186,22 @@ class TSDLoss:
         self.trust = ((q_t - q_s) / (self.cfg.trust_margin * q_t).clamp(min=1e-8)).clamp(0, 1)
 
     def epoch_trust(self) -> float:
-        """The mean trust factor over the distilling steps since the last call (NaN if none), then start anew.
+        """The mean trust factor over this epoch's distilling steps (NaN if none): every step that ran the teacher.
 
-        Read once per epoch (one host synchronisation); every step that ran the teacher counts, not only the gradient
-        probes.
+        Read for the epoch's results row, on rank 0 only (one host synchronisation); the count goes on until
+        ``take_trust_sum()``.
         """
-        total, self.trust_total = self.trust_total.cpu(), torch.zeros(2)
+        total = self.trust_total.cpu()
         return float(total[0] / total[1]) if total[1] > 0 else float("nan")
 
-    def take_trust_peak(self) -> float | None:
-        """The largest trust factor over the distilling steps since the last call (None if none), then start anew.
+    def take_trust_sum(self) -> float | None:
+        """The sum of the trust factor over the distilling steps since the last call (None if none), then start anew.
 
-        Read once per epoch on every rank (one host synchronisation); the ranks hold the same factor, so they agree.
+        The factors are >= 0, so a sum of 0 means the factor was 0 on every step. Taken at each epoch's start on every
+        rank (one host synchronisation); the ranks hold the same factor, so they agree.
         """
-        peak, self.trust_peak = self.trust_peak, None
-        return None if peak is None else float(peak)
+        total, self.trust_total = self.trust_total.cpu(), torch.zeros(2)
+        return float(total[0]) if total[1] > 0 else None
 
     def running_state(self) -> dict[str, torch.Tensor | None]:
         """The running sizes and qualities (None before the first step), saved with a resumable checkpoint."""
@@ -213,7 +212,7 @@ class TSDLoss:
 
         Used on resume and after Ultralytics' NaN recovery, which redoes the epoch: its trust statistics start anew.
         """
-        self.trust_total, self.trust_peak = torch.zeros(2), None
+        self.trust_total = torch.zeros(2)
         if state.get("sizes") is not None:
             self.sizes = state["sizes"].to(device)
         if state.get("qualities") is not None:

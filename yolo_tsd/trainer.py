@@ -138,6 +138,7 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
                 self.add_callback(event, callback)
         self.plot_batch: dict | None = None  # fixed validation images for the significance pictures
         self.untrusted_warned = False  # the warning that the teacher adds nothing is given once
+        self.scheduled_epoch: int | None = None  # the epoch update_schedule last started (an epoch can start again)
 
     def get_dataset(self):
         """Ultralytics' dataset check; its refusal of a dataset becomes a ``UsageError`` (one line, no traceback)."""
