@@ -9,6 +9,7 @@ from helpers import tiny_run
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolo_tsd import TSDTrainer
+from yolo_tsd.trainer import FEW_STEPS, few_steps_warning
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,11 @@ def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_pa
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
     assert float(rows[1]["train/dcls_loss"]) > 0 and float(rows[2]["train/dcls_loss"]) == 0
     assert float(rows[2]["train/box_loss"]) > 0  # detection training goes on
+
+
+def test_a_run_with_few_optimizer_steps_is_told_how_to_get_more():
+    text = few_steps_warning(200, epochs=20, batch=16, nbs=64)
+    assert "about 200 optimizer steps" in text and "one optimizer step per 64 images" in text and "nbs=16" in text
+    at_nbs = few_steps_warning(100, epochs=5, batch=64, nbs=64)  # already a step per batch: only more epochs helps
+    assert "more epochs" in at_nbs and "one step per batch" not in at_nbs
+    assert few_steps_warning(FEW_STEPS, epochs=20, batch=16, nbs=16) is None

@@ -31,6 +31,9 @@ from .model import TSDModel, gradient_summary
 from .teacher import Teacher
 from .ultralytics_internals import NanRecoveryHook, check_version, merge_param_groups
 
+# fewer optimizer steps than this in a whole run: distillation measured no gain (BENCHMARKS.md, "Few optimizer steps":
+# none at 190 steps on scenes, gains from 480 steps on; the value lies between the measured points)
+FEW_STEPS = 300
 CKPT_KEY = "tsd"  # in last.pt while a run is resumable: {"adapters": state dict, "epoch": int}; plain tensors only
 OLD_ADAPTERS_FILE = "tsd_adapters.pt"  # where yolo_tsd 0.1 kept the adapters, beside last.pt (read on resume)
 
@@ -45,6 +48,24 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
     teacher, tsd = ul.pop("teacher", None), ul.pop("tsd", None)
     singles = {k[len(PREFIX) :]: ul.pop(k) for k in list(ul) if k.startswith(PREFIX)}
     return ul, teacher, tsd, singles
+
+
+def few_steps_warning(steps: int, epochs: int, batch: int, nbs: int) -> str | None:
+    """What to tell a user whose run makes fewer than ``FEW_STEPS`` optimizer steps (Ultralytics' estimate), else None.
+
+    With ``nbs`` above the batch, Ultralytics accumulates ``nbs / batch`` batches per optimizer step. In the benchmark's
+    few-step regime (190 steps) neither this method nor the built-in gained over training alone, while the same data
+    and teacher with one step per batch gained (BENCHMARKS.md): the advice is what changed the outcome there.
+    """
+    if steps >= FEW_STEPS:
+        return None
+    per_step = f"one optimizer step per {max(batch, nbs)} images (nbs={nbs}, batch={batch})"
+    more = f"nbs={batch} (one step per batch) or more epochs" if nbs > batch else "more epochs"
+    return (
+        f"{colorstr('tsd:')} about {int(steps)} optimizer steps in all ({epochs} epochs, {per_step}). With so few, "
+        "distillation measured no gain over training alone (BENCHMARKS.md, 'Few optimizer steps'); "
+        f"{more} gave the student more with and without a teacher there."
+    )
 
 
 def cpu_copies(tensors: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor | None]:
@@ -197,6 +218,9 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         """
         view = nn.Module()
         view.model, view.adapters = unwrap_model(model).model, self.tsd_model.adapters
+        warning = few_steps_warning(iterations, self.epochs, self.batch_size, self.args.nbs)
+        if warning and self.tsd.distils and RANK in {-1, 0}:
+            LOGGER.warning(warning)
         return super().build_optimizer(view, name, lr, momentum, decay, iterations)
 
     def resume_training(self, ckpt):
