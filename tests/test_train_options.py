@@ -75,8 +75,8 @@ def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_pa
 
 
 def test_a_run_with_few_optimizer_steps_is_told_how_to_get_more():
-    text = few_steps_warning(200, epochs=20, batch=16, nbs=64)
-    assert "about 200 optimizer steps" in text and "one optimizer step per 64 images" in text and "nbs=16" in text
-    at_nbs = few_steps_warning(100, epochs=5, batch=64, nbs=64)  # already a step per batch: only more epochs helps
-    assert "more epochs" in at_nbs and "one step per batch" not in at_nbs
-    assert few_steps_warning(FEW_STEPS, epochs=20, batch=16, nbs=16) is None
+    text = few_steps_warning(38, epochs=20, batch=16, accumulate=4)  # the scenes regime: 600 images, nbs=64
+    assert "about 190 optimizer steps" in text and "one optimizer step per 4 batches of 16" in text and "nbs=16" in text
+    one_per_batch = few_steps_warning(10, epochs=5, batch=48, accumulate=1)  # nbs=64 rounds to 1 batch: already
+    assert "more epochs" in one_per_batch and "nbs=" not in one_per_batch
+    assert few_steps_warning(FEW_STEPS, epochs=1, batch=16, accumulate=1) is None

@@ -31,8 +31,9 @@ from .model import TSDModel, gradient_summary
 from .teacher import Teacher
 from .ultralytics_internals import NanRecoveryHook, check_version, merge_param_groups
 
-# fewer optimizer steps than this in a whole run: distillation measured no gain (BENCHMARKS.md, "Few optimizer steps":
-# none at 190 steps on scenes, gains from 480 steps on; the value lies between the measured points)
+# a run with fewer optimizer steps than this is warned: a chosen value between measured points (BENCHMARKS.md, "Few
+# optimizer steps": no gain over training alone at 190 steps on scenes, gains at 480 on shapes and yolo26 and at 750 on
+# scenes_tune with one step per batch)
 FEW_STEPS = 300
 CKPT_KEY = "tsd"  # in last.pt while a run is resumable: {"adapters": state dict, "epoch": int}; plain tensors only
 OLD_ADAPTERS_FILE = "tsd_adapters.pt"  # where yolo_tsd 0.1 kept the adapters, beside last.pt (read on resume)
@@ -50,21 +51,26 @@ def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any
     return ul, teacher, tsd, singles
 
 
-def few_steps_warning(steps: int, epochs: int, batch: int, nbs: int) -> str | None:
-    """What to tell a user whose run makes fewer than ``FEW_STEPS`` optimizer steps (Ultralytics' estimate), else None.
+def few_steps_warning(batches: int, epochs: int, batch: int, accumulate: int) -> str | None:
+    """What to tell a user whose run makes fewer than ``FEW_STEPS`` optimizer steps in all, else None.
 
-    With ``nbs`` above the batch, Ultralytics accumulates ``nbs / batch`` batches per optimizer step. In the benchmark's
-    few-step regime (190 steps) neither this method nor the built-in gained over training alone, while the same data
-    and teacher with one step per batch gained (BENCHMARKS.md): the advice is what changed the outcome there.
+    Args:
+        batches (int): Batches per epoch.
+        epochs (int): Epochs of the run.
+        batch (int): Images per batch.
+        accumulate (int): Batches per optimizer step (Ultralytics' ``max(round(nbs / batch), 1)``).
     """
+    steps = batches * epochs // accumulate
     if steps >= FEW_STEPS:
         return None
-    per_step = f"one optimizer step per {max(batch, nbs)} images (nbs={nbs}, batch={batch})"
-    more = f"nbs={batch} (one step per batch) or more epochs" if nbs > batch else "more epochs"
+    per_step = f"one optimizer step per {accumulate} batches of {batch}" if accumulate > 1 else "one step per batch"
+    measured = "on the benchmark's photograph-like data it took the student alone from 0.06 to 0.29 mAP50-95"
+    more = f"nbs={batch} (one step per batch; {measured}, 0.42 with distillation) or more epochs"
+    more = more if accumulate > 1 else "more epochs"
     return (
-        f"{colorstr('tsd:')} about {int(steps)} optimizer steps in all ({epochs} epochs, {per_step}). With so few, "
-        "distillation measured no gain over training alone (BENCHMARKS.md, 'Few optimizer steps'); "
-        f"{more} gave the student more with and without a teacher there."
+        f"{colorstr('tsd:')} about {steps} optimizer step{'s' * (steps != 1)} in all ({epochs} epochs, {per_step}): "
+        "with this few, distillation measured no gain over training alone (BENCHMARKS.md, 'Few optimizer steps'). "
+        f"More steps: {more}."
     )
 
 
@@ -218,9 +224,9 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         """
         view = nn.Module()
         view.model, view.adapters = unwrap_model(model).model, self.tsd_model.adapters
-        warning = few_steps_warning(iterations, self.epochs, self.batch_size, self.args.nbs)
-        if warning and self.tsd.distils and RANK in {-1, 0}:
-            LOGGER.warning(warning)
+        warning = few_steps_warning(len(self.train_loader), self.epochs, self.batch_size, self.accumulate)
+        if warning and self.tsd.distils and not (self.args.time or self.resume) and RANK in {-1, 0}:
+            LOGGER.warning(warning)  # time= re-estimates the epochs later, and a resumed run keeps its nbs and epochs
         return super().build_optimizer(view, name, lr, momentum, decay, iterations)
 
     def resume_training(self, ckpt):
