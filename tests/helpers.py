@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from copy import deepcopy
 from pathlib import Path
 
@@ -68,3 +70,18 @@ def distiller(teacher_cfg="yolov8s.yaml", student_cfg="yolov8n.yaml", nc=NC, **s
     teacher = Teacher(build_model(teacher_cfg, nc=nc, seed=1))
     torch.manual_seed(0)  # adapters: the same initial weights whatever ran before
     return student, teacher, TSDModel(student, teacher, TSDConfig(**settings))
+
+
+@contextmanager
+def logged_messages():
+    """Collect the messages of Ultralytics' logger (which yolo_tsd logs through) while the block runs."""
+    from ultralytics.utils import LOGGER
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        LOGGER.removeHandler(handler)

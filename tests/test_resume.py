@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from helpers import tiny_run
+from helpers import logged_messages, tiny_run
 
 from yolo_tsd import TSDTrainer
 from yolo_tsd.trainer import CKPT_KEY, OLD_ADAPTERS_FILE
@@ -25,8 +25,9 @@ def interrupted_run(data_yaml, teacher_pt, tmp_path):
     overrides = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=3, name="run", tsd_lambda_cls=0.7, tsd_split="binary")
     first = TSDTrainer(overrides=overrides)
     first.add_callback("on_fit_epoch_end", stop_after_first_epoch)
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt), logged_messages() as messages:
         first.train()
+    assert sum("about 1 optimizer step in all" in m for m in messages) == 1  # 3 epochs of 2 batches, nbs=64
     return first
 
 
@@ -64,7 +65,9 @@ def test_resume_restores_teacher_settings_adapters_and_finishes(form, data_yaml,
         assert out.returncode == 0 and "OK" in out.stdout and "DetectionModel" in out.stdout, out.stderr[-2000:]
 
     resume = {"resume": str(last)} if form == "path" else {"resume": True, "model": str(last)}
-    second, restored = resume_and_record(resume)
+    with logged_messages() as messages:
+        second, restored = resume_and_record(resume)
+    assert not any("optimizer step" in m for m in messages)  # told when the run started, not again
 
     assert second.save_dir == first.save_dir and second.start_epoch == 1
     assert second.teacher.path == str(teacher_pt)

@@ -5,14 +5,13 @@ teacher and student must switch the terms off.
 """
 
 import csv
-import logging
 import math
 from copy import deepcopy
 from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import build_model, make_batch, tiny_run
+from helpers import build_model, logged_messages, make_batch, tiny_run
 
 from yolo_tsd import TSDTrainer
 from yolo_tsd.callbacks import GRADIENT_PROBES, start_batch, update_schedule
@@ -238,24 +237,14 @@ def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(
 ):
     """Fine-tuning the teacher's own weights: both models detect alike, so trust is 0 from the start; in the next
     epoch the teacher runs on one step in ``untrusted_every`` only."""
-    from ultralytics.utils import LOGGER
-
-    messages, teacher_epochs = [], []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    LOGGER.addHandler(handler)
-    teacher_call = Teacher.__call__
-    try:
-        run = tiny_run(
-            data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
-        )
-        trainer = TSDTrainer(overrides=run)
-        monkeypatch.setattr(
-            Teacher, "__call__", lambda t, x: teacher_epochs.append(trainer.epoch) or teacher_call(t, x)
-        )
+    teacher_epochs, teacher_call = [], Teacher.__call__
+    run = tiny_run(
+        data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
+    )
+    trainer = TSDTrainer(overrides=run)
+    monkeypatch.setattr(Teacher, "__call__", lambda t, x: teacher_epochs.append(trainer.epoch) or teacher_call(t, x))
+    with logged_messages() as messages:
         trainer.train()
-    finally:
-        LOGGER.removeHandler(handler)
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
     assert float(rows[0]["tsd/trust"]) == 0 and all(float(rows[0][f"train/{k}"]) == 0 for k in LOSS_NAMES)
     assert sum("distillation adds nothing" in m for m in messages) == 1
