@@ -232,16 +232,21 @@ def test_without_the_trust_factor_the_teacher_never_rests():
     assert epoch_of_steps(trainer) == [True] * 8
 
 
+def fine_tuning_the_teacher(data_yaml, teacher_pt, tmp_path):
+    """A 2-epoch run whose student starts from the teacher's own weights (trust 0 throughout), untrusted_every=2."""
+    run = tiny_run(
+        data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
+    )
+    return TSDTrainer(overrides=run)
+
+
 def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(
     data_yaml, teacher_pt, tmp_path, monkeypatch
 ):
     """Fine-tuning the teacher's own weights: both models detect alike, so trust is 0 from the start; in the next
     epoch the teacher runs on one step in ``untrusted_every`` only."""
     teacher_epochs, teacher_call = [], Teacher.__call__
-    run = tiny_run(
-        data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
-    )
-    trainer = TSDTrainer(overrides=run)
+    trainer = fine_tuning_the_teacher(data_yaml, teacher_pt, tmp_path)
     monkeypatch.setattr(Teacher, "__call__", lambda t, x: teacher_epochs.append(trainer.epoch) or teacher_call(t, x))
     with logged_messages() as messages:
         trainer.train()
@@ -260,11 +265,7 @@ def test_an_out_of_memory_retry_of_the_first_epoch_keeps_the_teacher_on(data_yam
     runs the teacher on every step (its first try's single step at trust 0 is no epoch's worth of evidence), and the
     epoch after it rests as usual."""
     teacher_epochs, teacher_call = [], Teacher.__call__
-    trainer = TSDTrainer(
-        overrides=tiny_run(
-            data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
-        )
-    )
+    trainer = fine_tuning_the_teacher(data_yaml, teacher_pt, tmp_path)
 
     def call(t, x):
         if len(teacher_epochs) == 1 and trainer.batch_size == 8:
