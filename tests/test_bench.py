@@ -108,7 +108,7 @@ def test_help_and_every_ablation_is_a_variant():
     names = ("plain", "builtin", "tsd", "uniform", "teacher_score", "fixed_iou", "cls_only", "reg_only", "no_weak")
     for name in (*names, "binary", "feat_only", "logits_only"):
         assert name in VARIANTS and name in out.stdout
-    for regime in ("shapes", "shapes_tune", "scenes", "finetune", "yolo26"):
+    for regime in ("shapes", "shapes_tune", "scenes", "finetune", "finetune_pt", "yolo26"):
         assert f"  {regime} " in out.stdout
 
 

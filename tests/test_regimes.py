@@ -4,6 +4,7 @@ import hashlib
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import yolo_tsd.regimes as regimes
@@ -64,6 +65,7 @@ TINY = {"imgsz": 64, "batch": 8, "nbs": 8, "epochs": 1, "workers": 0}
 @pytest.fixture()
 def tiny_regimes(monkeypatch):
     data = {"kind": "shapes", "n_train": 8, "n_val": 4, "imgsz": 64, "seed": 0}
+    pre = {"data": {**data, "kind": "scenes", "seed": 3}, "train": {"model": "yolov8n.yaml", **TINY}}
     tiny = {
         "t": Regime("tiny", data, {"model": "yolov8s.yaml", **TINY}, {"model": "yolov8n.yaml", **TINY}),
         "ft": Regime(
@@ -71,8 +73,15 @@ def tiny_regimes(monkeypatch):
             data,
             {},
             {**TINY},
-            pretrain={"data": {**data, "kind": "scenes", "seed": 3}, "train": {"model": "yolov8n.yaml", **TINY}},
+            pretrain=pre,
             teacher_from="t",
+        ),
+        "ftt": Regime(  # the teacher is fine-tuned from a checkpoint pretrained on the same other data
+            "tiny fine-tuning of both",
+            data,
+            {**TINY},
+            {**TINY},
+            pretrain={**pre, "teacher": {"model": "yolov8s.yaml", **TINY}},
         ),
     }
     monkeypatch.setattr(regimes, "REGIMES", tiny)
@@ -91,6 +100,12 @@ def test_regime_inputs_train_once_and_share(tiny_regimes, tmp_path):
         tmp_path / "cache" / "teachers", {**common, "model": "yolov8s.yaml", **TINY, "data": str(data)}
     )
     assert again == teacher  # the demo asks with the same recipe and gets the same file
+    _, teacher3, student3 = regime_inputs("ftt", tmp_path / "cache", common)
+    assert student3 == student2  # the same pretrained student
+    (pre_teacher,) = (tmp_path / "cache" / "pretrained").glob("yolov8s-*scenes*.pt")  # pretrained on the other data
+    assert teacher3 != teacher and teacher3.stem.startswith(pre_teacher.stem)  # then fine-tuned from that file
+    assert torch.load(pre_teacher, weights_only=False)["model"].nc == 11
+    assert torch.load(teacher3, weights_only=False)["model"].nc == 5  # on the regime's classes
 
 
 def test_overhead_times_each_method(tiny_regimes, tmp_path, monkeypatch):

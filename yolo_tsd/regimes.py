@@ -26,7 +26,9 @@ class Regime:
         data (dict): ``make_dataset`` arguments (kind, n_train, n_val, imgsz, seed).
         teacher (dict): Ultralytics training arguments of the teacher (trained once, cached).
         student (dict): Ultralytics training arguments of every student of the regime (model, epochs, ...).
-        pretrain (dict | None): For fine-tuning: the dataset and training arguments of the student's pretraining.
+        pretrain (dict | None): For fine-tuning: the dataset (``data``) and training arguments of the student's
+            pretraining (``train``) and, when the teacher is fine-tuned too, of the teacher's (``teacher``; its
+            ``teacher`` arguments then fine-tune that checkpoint).
         teacher_from (str | None): Use another regime's teacher (same classes) instead of training one.
     """
 
@@ -41,6 +43,10 @@ class Regime:
 
 SHAPES_DATA = {"kind": "shapes", "n_train": 256, "n_val": 64, "imgsz": 128}
 SMALL = {"imgsz": 128, "batch": 8, "nbs": 8, "warmup_epochs": 1}  # from scratch on 256 images: one step per batch
+PRETRAIN = {  # the fine-tuning regimes' pretraining: other classes' data, as COCO is for yolov8n.pt
+    "data": {"kind": "scenes", "n_train": 600, "n_val": 100, "imgsz": 128, "seed": 5},
+    "train": {"model": "yolov8n.yaml", "epochs": 30, **SMALL},
+}
 REGIMES: dict[str, Regime] = {
     "shapes": Regime(
         "the demo: 5 flat shape classes, 128 px, a yolov8s teacher trained 20 epochs, yolov8n from scratch 15 epochs, "
@@ -73,15 +79,20 @@ REGIMES: dict[str, Regime] = {
     ),
     "finetune": Regime(
         "fine-tuning: a yolov8n pretrained on scenes (other classes' data, as yolov8n.pt is on COCO), distilled on "
-        "the shapes data for 10 epochs with the shapes teacher",
+        "the shapes data for 10 epochs with the shapes teacher, trained from scratch and weaker than the student",
         {**SHAPES_DATA, "seed": 0},
         {},
         {"epochs": 10, **SMALL},
-        pretrain={
-            "data": {"kind": "scenes", "n_train": 600, "n_val": 100, "imgsz": 128, "seed": 5},
-            "train": {"model": "yolov8n.yaml", "epochs": 30, **SMALL},
-        },
+        pretrain=PRETRAIN,
         teacher_from="shapes",
+    ),
+    "finetune_pt": Regime(
+        "fine-tuning as users do it, from yolov8n.pt with a yolov8s.pt teacher: both pretrained on scenes, the "
+        "teacher fine-tuned 20 epochs on the shapes data, the student distilled on it for 10 epochs",
+        {**SHAPES_DATA, "seed": 0},
+        {"epochs": 20, **SMALL},
+        {"epochs": 10, **SMALL},
+        pretrain={**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}},
     ),
     "yolo26": Regime(
         "a YOLO26 student (NMS-free one-to-one head, no DFL) with the shapes regime's YOLOv8 teacher",
@@ -107,15 +118,20 @@ def regime_inputs(name: str, cache: Path, train_common: dict[str, Any]) -> tuple
     """
     regime = REGIMES[name]
     data = make_dataset(cache / "data", **regime.data)
+    pre = regime.pretrain or {}
+    pre_data = str(make_dataset(cache / "data", **pre["data"])) if pre else ""
+
+    def pretrained(train: dict[str, Any]) -> str:
+        return str(trained_once(cache / "pretrained", {**train_common, **train, "data": pre_data}))
+
     if regime.teacher_from:
         _, teacher, _ = regime_inputs(regime.teacher_from, cache, train_common)
     else:
-        teacher = trained_once(cache / "teachers", {**train_common, **regime.teacher, "data": str(data)})
+        fine_tuned = {"model": pretrained(pre["teacher"])} if "teacher" in pre else {}
+        teacher = trained_once(cache / "teachers", {**train_common, **regime.teacher, **fine_tuned, "data": str(data)})
     student = dict(regime.student)
-    if regime.pretrain:
-        pre_data = make_dataset(cache / "data", **regime.pretrain["data"])
-        pre = {**train_common, **regime.pretrain["train"], "data": str(pre_data)}
-        student["model"] = str(trained_once(cache / "pretrained", pre))
+    if pre:
+        student["model"] = pretrained(pre["train"])
     return data, teacher, student
 
 
