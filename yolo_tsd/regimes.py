@@ -14,7 +14,7 @@ from typing import Any
 
 from .data import make_dataset
 
-TUNING = ("shapes_tune", "scenes_tune")  # settings are chosen on these only
+TUNING = ("shapes_tune", "scenes_tune", "finetune_pt_tune")  # settings are chosen on these only
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,14 @@ REGIMES: dict[str, Regime] = {
         {"epochs": 10, **SMALL},
         pretrain={**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}},
     ),
+    "finetune_pt_tune": Regime(
+        "the third tuning split, for fine-tuning: the finetune_pt recipe on the shapes_tune images, its own teacher "
+        "fine-tuned on them from the same pretrained yolov8s",
+        {**SHAPES_DATA, "seed": 1},
+        {"epochs": 20, **SMALL},
+        {"epochs": 10, **SMALL},
+        pretrain={**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}},
+    ),
     "yolo26": Regime(
         "a YOLO26 student (NMS-free one-to-one head, no DFL) with the shapes regime's YOLOv8 teacher",
         {**SHAPES_DATA, "seed": 0},
@@ -161,4 +169,5 @@ def trained_once(folder: Path, overrides: dict[str, Any]) -> Path:
 
 def describe() -> str:
     """One line per regime, for ``help``."""
-    return "\n".join(f"  {k:12s} {r.about}{' (tuning)' if k in TUNING else ''}" for k, r in REGIMES.items())
+    width = max(map(len, REGIMES))
+    return "\n".join(f"  {k:{width}s} {r.about}{' (tuning)' if k in TUNING else ''}" for k, r in REGIMES.items())
