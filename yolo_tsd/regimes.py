@@ -47,6 +47,7 @@ PRETRAIN = {  # the fine-tuning regimes' pretraining: other classes' data, as CO
     "data": {"kind": "scenes", "n_train": 600, "n_val": 100, "imgsz": 128, "seed": 5},
     "train": {"model": "yolov8n.yaml", "epochs": 30, **SMALL},
 }
+PRETRAIN_BOTH = {**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}}  # ... and of the teacher
 REGIMES: dict[str, Regime] = {
     "shapes": Regime(
         "the demo: 5 flat shape classes, 128 px, a yolov8s teacher trained 20 epochs, yolov8n from scratch 15 epochs, "
@@ -92,7 +93,7 @@ REGIMES: dict[str, Regime] = {
         {**SHAPES_DATA, "seed": 0},
         {"epochs": 20, **SMALL},
         {"epochs": 10, **SMALL},
-        pretrain={**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}},
+        pretrain=PRETRAIN_BOTH,
     ),
     "finetune_pt_tune": Regime(
         "the third tuning split, for fine-tuning: the finetune_pt recipe on the shapes_tune images, its own teacher "
@@ -100,7 +101,7 @@ REGIMES: dict[str, Regime] = {
         {**SHAPES_DATA, "seed": 1},
         {"epochs": 20, **SMALL},
         {"epochs": 10, **SMALL},
-        pretrain={**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}},
+        pretrain=PRETRAIN_BOTH,
     ),
     "yolo26": Regime(
         "a YOLO26 student (NMS-free one-to-one head, no DFL) with the shapes regime's YOLOv8 teacher",
