@@ -63,10 +63,11 @@ def few_steps_warning(batches: int, epochs: int, batch: int, accumulate: int) ->
     steps = batches * epochs // accumulate
     if steps >= FEW_STEPS:
         return None
-    per_step = f"one optimizer step per {accumulate} batches of {batch}" if accumulate > 1 else "one step per batch"
-    measured = "on the benchmark's photograph-like data it took the student alone from 0.06 to 0.29 mAP50-95"
-    more = f"nbs={batch} (one step per batch; {measured}, 0.42 with distillation) or more epochs"
-    more = more if accumulate > 1 else "more epochs"
+    per_step, more = "one step per batch", "more epochs"
+    if accumulate > 1:
+        per_step = f"one optimizer step per {accumulate} batches of {batch}"
+        measured = "on the benchmark's photograph-like data it took the student alone from 0.06 to 0.29 mAP50-95"
+        more = f"nbs={batch} (one step per batch; {measured}, 0.42 with distillation) or more epochs"
     return (
         f"{colorstr('tsd:')} about {steps} optimizer step{'s' * (steps != 1)} in all ({epochs} epochs, {per_step}): "
         "with this few, distillation measured no gain over training alone (BENCHMARKS.md, 'Few optimizer steps'). "
