@@ -59,6 +59,18 @@ def test_every_regime_is_described_and_tuning_is_one_of_them():
     assert any(r.pretrain for r in REGIMES.values()) and any(r.e2e for r in REGIMES.values())
 
 
+@pytest.mark.parametrize(
+    ("split", "report"), [("shapes_tune", "shapes"), ("scenes_tune", "scenes"), ("finetune_pt_tune", "finetune_pt")]
+)
+def test_a_tuning_split_is_its_report_regime_on_other_images(split, report):
+    tune, rep = REGIMES[split], REGIMES[report]
+    assert split in regimes.TUNING and report not in regimes.TUNING
+    assert tune.data == {**rep.data, "seed": rep.data["seed"] + 1}
+    assert (tune.student, tune.pretrain, tune.e2e) == (rep.student, rep.pretrain, rep.e2e)
+    # the teacher is trained by the same recipe on the split's images, or is the report regime's own
+    assert tune.teacher == rep.teacher or (tune.teacher_from == report and not tune.teacher)
+
+
 TINY = {"imgsz": 64, "batch": 8, "nbs": 8, "epochs": 1, "workers": 0}
 
 

@@ -8,7 +8,7 @@ tuned on the ``TUNING`` regimes and validated on every other regime; no setting 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,34 +48,53 @@ PRETRAIN = {  # the fine-tuning regimes' pretraining: other classes' data, as CO
     "train": {"model": "yolov8n.yaml", "epochs": 30, **SMALL},
 }
 PRETRAIN_BOTH = {**PRETRAIN, "teacher": {"model": "yolov8s.yaml", "epochs": 30, **SMALL}}  # ... and of the teacher
+
+
+def tuning_split(report: Regime, about: str, **changes: Any) -> Regime:
+    """The report regime's recipe on other images (dataset seed 1), so a tuning split cannot drift from what it tunes.
+
+    Args:
+        report (Regime): The report regime whose recipe the split copies.
+        about (str): The split's own description, for ``help``.
+        **changes (Any): Other fields that differ (e.g. where the teacher comes from).
+    """
+    return replace(report, about=about, data={**report.data, "seed": 1}, **changes)
+
+
+SHAPES = Regime(
+    "the demo: 5 flat shape classes, 128 px, a yolov8s teacher trained 20 epochs, yolov8n from scratch 15 epochs, "
+    "an optimizer step per batch of 8",
+    {**SHAPES_DATA, "seed": 0},
+    {"model": "yolov8s.yaml", "epochs": 20, **SMALL},
+    {"model": "yolov8n.yaml", "epochs": 15, **SMALL},
+)
+SCENES = Regime(
+    "photograph-like: 11 textured classes in cluttered, unevenly lit scenes, 256 px, a strong yolov8s teacher "
+    "(40 epochs, an optimizer step per batch), yolov8n from scratch 20 epochs at batch 16 with Ultralytics' "
+    "nbs=64 (190 optimizer steps)",
+    {"kind": "scenes", "n_train": 600, "n_val": 150, "imgsz": 256, "seed": 0},
+    {"model": "yolov8s.yaml", "epochs": 40, "imgsz": 256, "batch": 16, "nbs": 16},
+    {"model": "yolov8n.yaml", "epochs": 20, "imgsz": 256, "batch": 16, "close_mosaic": 5},
+)
+FINETUNE_PT = Regime(
+    "fine-tuning as users do it, from yolov8n.pt with a yolov8s.pt teacher: both pretrained on scenes, the "
+    "teacher fine-tuned 20 epochs on the shapes data, the student distilled on it for 10 epochs",
+    {**SHAPES_DATA, "seed": 0},
+    {"epochs": 20, **SMALL},
+    {"epochs": 10, **SMALL},
+    pretrain=PRETRAIN_BOTH,
+)
 REGIMES: dict[str, Regime] = {
-    "shapes": Regime(
-        "the demo: 5 flat shape classes, 128 px, a yolov8s teacher trained 20 epochs, yolov8n from scratch 15 epochs, "
-        "an optimizer step per batch of 8",
-        {**SHAPES_DATA, "seed": 0},
-        {"model": "yolov8s.yaml", "epochs": 20, **SMALL},
-        {"model": "yolov8n.yaml", "epochs": 15, **SMALL},
+    "shapes": SHAPES,
+    "shapes_tune": tuning_split(
+        SHAPES, "the tuning split: the shapes regime on other images (dataset seed 1), its own teacher"
     ),
-    "shapes_tune": Regime(
-        "the tuning split: the shapes regime on other images (dataset seed 1), its own teacher",
-        {**SHAPES_DATA, "seed": 1},
-        {"model": "yolov8s.yaml", "epochs": 20, **SMALL},
-        {"model": "yolov8n.yaml", "epochs": 15, **SMALL},
-    ),
-    "scenes": Regime(
-        "photograph-like: 11 textured classes in cluttered, unevenly lit scenes, 256 px, a strong yolov8s teacher "
-        "(40 epochs, an optimizer step per batch), yolov8n from scratch 20 epochs at batch 16 with Ultralytics' "
-        "nbs=64 (190 optimizer steps)",
-        {"kind": "scenes", "n_train": 600, "n_val": 150, "imgsz": 256, "seed": 0},
-        {"model": "yolov8s.yaml", "epochs": 40, "imgsz": 256, "batch": 16, "nbs": 16},
-        {"model": "yolov8n.yaml", "epochs": 20, "imgsz": 256, "batch": 16, "close_mosaic": 5},
-    ),
-    "scenes_tune": Regime(
+    "scenes": SCENES,
+    "scenes_tune": tuning_split(
+        SCENES,
         "the second tuning split, for the few-step, strong-teacher setting the shapes splits lack: the scenes regime's "
         "recipe on other images (dataset seed 1), taught by the scenes teacher (trained on other images of the kind)",
-        {"kind": "scenes", "n_train": 600, "n_val": 150, "imgsz": 256, "seed": 1},
-        {},
-        {"model": "yolov8n.yaml", "epochs": 20, "imgsz": 256, "batch": 16, "close_mosaic": 5},
+        teacher={},
         teacher_from="scenes",
     ),
     "finetune": Regime(
@@ -87,21 +106,11 @@ REGIMES: dict[str, Regime] = {
         pretrain=PRETRAIN,
         teacher_from="shapes",
     ),
-    "finetune_pt": Regime(
-        "fine-tuning as users do it, from yolov8n.pt with a yolov8s.pt teacher: both pretrained on scenes, the "
-        "teacher fine-tuned 20 epochs on the shapes data, the student distilled on it for 10 epochs",
-        {**SHAPES_DATA, "seed": 0},
-        {"epochs": 20, **SMALL},
-        {"epochs": 10, **SMALL},
-        pretrain=PRETRAIN_BOTH,
-    ),
-    "finetune_pt_tune": Regime(
+    "finetune_pt": FINETUNE_PT,
+    "finetune_pt_tune": tuning_split(
+        FINETUNE_PT,
         "the third tuning split, for fine-tuning: the finetune_pt recipe on the shapes_tune images, its own teacher "
         "fine-tuned on them from the same pretrained yolov8s",
-        {**SHAPES_DATA, "seed": 1},
-        {"epochs": 20, **SMALL},
-        {"epochs": 10, **SMALL},
-        pretrain=PRETRAIN_BOTH,
     ),
     "yolo26": Regime(
         "a YOLO26 student (NMS-free one-to-one head, no DFL) with the shapes regime's YOLOv8 teacher",
