@@ -194,6 +194,23 @@ def test_an_epoch_that_starts_again_keeps_its_pace():
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
 
 
+def test_a_restarted_epoch_reports_the_trust_of_its_own_steps_only():
+    """results.csv's ``tsd/trust`` of an epoch that starts again (out-of-memory retry): the mean over the steps of the
+    try that finished, not over the unfinished try's steps too, even when those trusted the teacher."""
+    trainer = schedule_only()
+    terms = trainer.tsd_model.terms
+    update_schedule(trainer)
+    steps(terms, BEHIND, BEHIND)  # the unfinished try: the teacher far ahead, factor 0.75
+    assert terms.epoch_trust() == pytest.approx(0.75)
+    update_schedule(trainer)  # the same epoch starts again
+    factors = []
+    for _ in range(200):  # the student now ahead: the running qualities bring the factor down to 0
+        steps(terms, AHEAD)
+        factors.append(terms.trust.item())
+    assert factors[0] > 0 and factors[-1] == 0
+    assert terms.epoch_trust() == pytest.approx(sum(factors) / len(factors))
+
+
 def test_the_teacher_rests_at_most_for_an_epoch_and_its_gradient_probes_fall_on_its_steps():
     trainer = schedule_only(batches=32, untrusted_every=100)
     steps(trainer.tsd_model.terms, AHEAD)
