@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import UsageError
 
-USAGE = """Benchmark: python -m yolo_tsd.bench [overhead] [key=value ...]   (also: yolo-tsd bench ...)
+USAGE = """Benchmark: python -m yolo_tsd.bench [report|ranking|overhead] [key=value ...]   (also: yolo-tsd bench ...)
 
   regime=shapes            one of the built-in regimes (data generated offline, teacher trained once into the cache):
 {regimes}
@@ -35,6 +35,8 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [overhead] [key=value ...]   (als
                            the tuning regime like this method's weights; Ultralytics' own default is 6.0)
   any yolo train key       applies to every variant (e.g. epochs=2 for a quick check)
   report project=PATH      summarise the finished runs of a benchmark folder (all, or variants=/seeds=) without training
+  ranking project=PATH     AP at IoU 0.5 / 0.75 / 0.9 and how well each run's scores rank its own boxes (score-IoU
+                           rank correlation), from every finished run's best.pt (yolo_tsd/ranking.py)
   overhead                 time one training step of plain, built-in and tsd (forward and backward) on the regime's
                            data instead of training: python -m yolo_tsd.bench overhead regime=scenes
 """
@@ -325,8 +327,38 @@ def write_summary(out: Path, header: str, variants: list[str] | None = None, see
     return text
 
 
+def write_ranking(out: Path) -> str:
+    """AP at IoU 0.5 / 0.75 / 0.9 and the score-IoU rank correlation of every finished run (``ranking.py``).
+
+    Each run's ``best.pt`` is validated again on its own data (a few seconds per run); the table, means over seeds per
+    variant, goes to ``ranking.md`` in the benchmark folder.
+    """
+    from .ranking import score_ranking
+
+    keys = ("AP50", "AP75", "AP90", "score_iou_rank", "matched_per_object")
+    per_variant: dict[str, list[dict[str, float]]] = {}
+    for path in sorted((out / "runs").glob("*.json")):
+        result = json.loads(path.read_text())
+        weights = Path(result["save_dir"]) / "weights" / "best.pt"
+        if not weights.is_file():
+            raise UsageError(f"{path.name}: its weights {weights} are gone; ranking validates each run's best.pt")
+        train = result["job"]["train"]
+        stats = score_ranking(weights, train["data"], train.get("imgsz", 640))
+        per_variant.setdefault(result["variant"], []).append({"seed": result["seed"], **stats})
+    lines = ["| variant | seeds | " + " | ".join(keys) + " | score_iou_rank per seed |", "|---" * (len(keys) + 3) + "|"]
+    for variant, rows in per_variant.items():
+        rows.sort(key=lambda r: r["seed"])
+        means = " | ".join(f"{statistics.mean(r[k] for r in rows):.4f}" for k in keys)
+        seeds = " / ".join(f"{r['score_iou_rank']:.3f}" for r in rows)
+        lines.append(f"| {variant} | {len(rows)} | {means} | {seeds} |")
+    text = f"Score ranking of {out.name} (python -m yolo_tsd.bench ranking project={out})\n\n" + "\n".join(lines) + "\n"
+    (out / "ranking.md").write_text(text)
+    print(text)
+    return text
+
+
 def main(argv: list[str]) -> None:
-    """CLI entry: ``help``, ``report``, ``overhead``, the hidden ``_one`` worker, or key=value benchmark arguments."""
+    """CLI entry: ``help``, ``report``, ``ranking``, ``overhead``, the hidden ``_one`` worker, or key=value args."""
     if argv[:1] == ["_one"]:
         job = json.loads(argv[1])
         result = train_one(job)
@@ -347,6 +379,12 @@ def main(argv: list[str]) -> None:
         seeds = as_seeds(args["seeds"]) if args.get("seeds") is not None else None
         out = Path(args["project"]).resolve()
         write_summary(out, f"Benchmark {out.name} (report of the finished runs)", variants, seeds)
+        return
+    if argv[:1] == ["ranking"]:
+        args = parse(argv[1:])[1]
+        if not args.get("project") or not (Path(args["project"]) / "runs").is_dir():
+            raise UsageError("ranking needs project=PATH, the folder of a benchmark (it holds runs/)")
+        write_ranking(Path(args["project"]).resolve())
         return
     if argv[:1] == ["overhead"]:
         from .overhead import run_overhead
