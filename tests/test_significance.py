@@ -196,6 +196,8 @@ def test_iou_ratio_scales_by_the_students_box_against_the_teachers_on_assigned_a
     zeros = torch.zeros(1, 4, dtype=torch.long)
     ratio = iou_ratio(s_boxes, t_boxes, Assignment(fg_s, zeros), Assignment(fg_t, zeros), gt)
     assert ratio[0].tolist() == pytest.approx([0.5, 1.0, 1.0, 1.0])  # worse, equal, better, not assigned
+    everywhere = iou_ratio(s_boxes, t_boxes, Assignment(fg_s, zeros), Assignment(fg_t, zeros), gt, everywhere=True)
+    assert everywhere[0].tolist() == pytest.approx([0.5, 1.0, 1.0, 0.5])  # ... and the unassigned anchor by its object
     empty = GroundTruth(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
     assert torch.equal(
         iou_ratio(s_boxes, t_boxes, Assignment(fg_s, zeros), Assignment(fg_t, zeros), empty), torch.ones(1, 4)

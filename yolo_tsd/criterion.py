@@ -302,8 +302,9 @@ class TSDLoss:
         sizes = [f.shape[2] * f.shape[3] for f in s["feats"]]
         sig = assess(t_logits, t_boxes, t_assigned, s_logits, s_boxes, s_assigned, gt, sizes, cfg)
         sig.objects = t_assigned.fg_mask | assigned.fg_mask  # the student's own loss assigns even with reg_score=iou
-        if cfg.cls_target == "student_iou":
-            sig.iou_ratio = iou_ratio(s_boxes, t_boxes, s_assigned, t_assigned, gt)
+        if cfg.cls_target != "teacher":
+            everywhere = cfg.cls_target == "student_iou_all"
+            sig.iou_ratio = iou_ratio(s_boxes, t_boxes, s_assigned, t_assigned, gt, everywhere)
         if quality:
             a = branch.criterion.assigner
             sig.quality = torch.stack(
