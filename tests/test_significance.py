@@ -13,7 +13,6 @@ from yolo_tsd.significance import (
     anchor_weights,
     classification_score,
     importance,
-    iou_ratio,
     key_weak_areas,
     max_iou,
     pairwise_iou,
@@ -182,23 +181,3 @@ def test_chunked_max_iou_equals_the_full_pairwise_max(chunk):
     best, idx = max_iou(boxes, gt, chunk=chunk)
     assert torch.equal(best, full.values) and torch.equal(idx, full.indices)
     assert (best[2] == 0).all()  # an image whose boxes are all padding matches nothing
-
-
-def test_iou_ratio_scales_by_the_students_box_against_the_teachers_on_assigned_anchors_only():
-    """``cls_target=student_iou``: a student box half as good as the teacher's halves the copied score; a better one
-    or an anchor neither assigner made positive leaves it as it is."""
-    gt = gt_one_box()
-    exact, half = [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0]  # IoU 1 and 0.5 with the object
-    t_boxes = torch.tensor([[exact, exact, half, exact]])
-    s_boxes = torch.tensor([[half, exact, exact, half]])
-    fg_s = torch.tensor([[True, False, True, False]])
-    fg_t = torch.tensor([[False, True, True, False]])
-    zeros = torch.zeros(1, 4, dtype=torch.long)
-    ratio = iou_ratio(s_boxes, t_boxes, Assignment(fg_s, zeros), Assignment(fg_t, zeros), gt)
-    assert ratio[0].tolist() == pytest.approx([0.5, 1.0, 1.0, 1.0])  # worse, equal, better, not assigned
-    everywhere = iou_ratio(s_boxes, t_boxes, Assignment(fg_s, zeros), Assignment(fg_t, zeros), gt, everywhere=True)
-    assert everywhere[0].tolist() == pytest.approx([0.5, 1.0, 1.0, 0.5])  # ... and the unassigned anchor by its object
-    empty = GroundTruth(torch.zeros(1, 0, dtype=torch.long), torch.zeros(1, 0, 4), torch.zeros(1, 0, dtype=torch.bool))
-    assert torch.equal(
-        iou_ratio(s_boxes, t_boxes, Assignment(fg_s, zeros), Assignment(fg_t, zeros), empty), torch.ones(1, 4)
-    )

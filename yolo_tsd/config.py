@@ -74,15 +74,6 @@ class TSDConfig:
         choices=("tsd", "uniform", "teacher_score"),
     )
     temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
-    cls_target: str = _setting(
-        "teacher",
-        "what the class term copies: teacher (the teacher's class probabilities) or student_iou (on anchors either "
-        "model's assigner makes positive, the teacher's probabilities times min(1, IoU_S / IoU_T), the two models' "
-        "boxes there against the same object, so a copied score keeps ranking the student's own boxes as YOLO's "
-        "IoU-aware class targets do) or student_iou_all (the same on every anchor, against the object the "
-        "teacher's box there overlaps most)",
-        choices=("teacher", "student_iou", "student_iou_all"),
-    )
     box_anchors: str = _setting(
         "all",
         "where the box term acts: objects (anchors the teacher's or the student's label assigner makes positive, the "

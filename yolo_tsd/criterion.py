@@ -22,7 +22,6 @@ from .significance import (
     Significance,
     assess,
     distillation_weights,
-    iou_ratio,
     mean_quality,
     object_quality,
 )
@@ -258,8 +257,7 @@ class TSDLoss:
                 adapted, t_feats = [losses.standardize(f) for f in adapted], [losses.standardize(f) for f in t_feats]
             feat = losses.weighted_mean(losses.feature_distance(adapted, t_feats), weight)
         if cfg.lambda_cls > 0:
-            s_scores, t_scores = s["scores"].permute(0, 2, 1), t["scores"].permute(0, 2, 1)
-            kl = losses.binary_kl(s_scores, t_scores, cfg.temperature, sig.iou_ratio)
+            kl = losses.binary_kl(s["scores"].permute(0, 2, 1), t["scores"].permute(0, 2, 1), cfg.temperature)
             cls = losses.weighted_mean(kl, weight)
         if cfg.lambda_box > 0:
             if rs == rt > 1:
@@ -302,9 +300,6 @@ class TSDLoss:
         sizes = [f.shape[2] * f.shape[3] for f in s["feats"]]
         sig = assess(t_logits, t_boxes, t_assigned, s_logits, s_boxes, s_assigned, gt, sizes, cfg)
         sig.objects = t_assigned.fg_mask | assigned.fg_mask  # the student's own loss assigns even with reg_score=iou
-        if cfg.cls_target != "teacher":
-            everywhere = cfg.cls_target == "student_iou_all"
-            sig.iou_ratio = iou_ratio(s_boxes, t_boxes, s_assigned, t_assigned, gt, everywhere)
         if quality:
             a = branch.criterion.assigner
             sig.quality = torch.stack(

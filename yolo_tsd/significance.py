@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from ultralytics.utils.metrics import bbox_iou
 
 from .config import TSDConfig
 
@@ -66,8 +65,6 @@ class Significance:
             trust factor needs it.
         objects (torch.Tensor | None): Anchors either model's label assigner made positive (bool), where
             ``box_anchors=objects`` needs them.
-        iou_ratio (torch.Tensor | None): ``min(1, IoU_S / IoU_T)`` on ``objects`` (1 elsewhere), where
-            ``cls_target=student_iou`` needs it.
     """
 
     imp_t: torch.Tensor
@@ -78,7 +75,6 @@ class Significance:
     weight: torch.Tensor
     quality: torch.Tensor | None = None
     objects: torch.Tensor | None = None
-    iou_ratio: torch.Tensor | None = None
 
 
 def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> torch.Tensor:
@@ -123,47 +119,6 @@ def max_iou(boxes: torch.Tensor, gt: GroundTruth, chunk: int = CHUNK_ELEMENTS) -
     step = anchor_chunk(boxes, gt, chunk)
     parts = [pairwise_iou(boxes[:, i : i + step], gt).max(-1) for i in range(0, a, step)]
     return torch.cat([p.values for p in parts], 1), torch.cat([p.indices for p in parts], 1)
-
-
-def iou_ratio(
-    s_boxes: torch.Tensor,
-    t_boxes: torch.Tensor,
-    s_assigned: Assignment,
-    t_assigned: Assignment,
-    gt: GroundTruth,
-    everywhere: bool = False,
-    eps: float = 1e-9,
-) -> torch.Tensor:
-    """``min(1, IoU_S / IoU_T)`` of the two models' boxes at each anchor either assigner made positive, 1 elsewhere.
-
-    With ``everywhere``, every other anchor too, against the object the teacher's box there overlaps most (1 where
-    it overlaps none): the anchors next to an object, where duplicate boxes come from, are included.
-
-    Both boxes are measured against the same object: the student's assigned one where the student made the anchor
-    positive, else the teacher's. Where the teacher's box misses that object (IoU 0) the ratio is 1.
-
-    Args:
-        s_boxes (torch.Tensor): (B, A, 4) student boxes, pixel xyxy.
-        t_boxes (torch.Tensor): (B, A, 4) teacher boxes, pixel xyxy.
-        s_assigned (Assignment): The student's assignment.
-        t_assigned (Assignment): The teacher's assignment.
-        gt (GroundTruth): Padded ground truth.
-        everywhere (bool): Not only on assigned anchors.
-        eps (float): Guards the division.
-
-    Returns:
-        (torch.Tensor): (B, A) factors in [0, 1].
-    """
-    if gt.boxes.shape[1] == 0:  # no object in the batch: nothing assigned
-        return torch.ones(s_boxes.shape[:2], device=s_boxes.device)
-    assigned = s_assigned.fg_mask | t_assigned.fg_mask
-    other = max_iou(t_boxes, gt)[1] if everywhere else t_assigned.gt_idx
-    idx = torch.where(s_assigned.fg_mask, s_assigned.gt_idx, torch.where(t_assigned.fg_mask, t_assigned.gt_idx, other))
-    target = gt.boxes.float().gather(1, idx.unsqueeze(-1).expand(-1, -1, 4))  # B, A, 4
-    iou_s = bbox_iou(s_boxes.float(), target, xywh=False).squeeze(-1).clamp(min=0)
-    iou_t = bbox_iou(t_boxes.float(), target, xywh=False).squeeze(-1).clamp(min=0)
-    ratio = torch.where(iou_t > eps, (iou_s / iou_t.clamp(min=eps)).clamp(max=1), torch.ones_like(iou_s))
-    return ratio if everywhere else torch.where(assigned, ratio, torch.ones_like(ratio))
 
 
 def object_quality(
