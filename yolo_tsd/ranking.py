@@ -1,9 +1,10 @@
 """A diagnostic for distilled students: does a detector's score rank its own boxes by how well they fit.
 
 YOLOv8 trains each class score toward the IoU of the model's own box (the task-aligned target), and NMS and mAP at
-high IoU thresholds rely on that ranking. A student that copies a teacher's scores can lose it: its mAP50 rises while
-its mAP50-95 falls. ``score_ranking`` measures it on a dataset's validation split: AP at IoU 0.5 / 0.75 / 0.9, and over
-the detections that overlap an object of their class by IoU >= 0.5, the rank correlation of score and IoU.
+high IoU thresholds rely on that ranking. A distilled student can lose some of it (measured in fine-tuning: stronger
+terms raised mAP50 and lowered mAP50-95, with more boxes per object left after NMS). ``score_ranking`` measures it on
+a dataset's validation split: AP at IoU 0.5 / 0.75 / 0.9, and over the detections that overlap an object of their
+class by IoU >= 0.5, the rank correlation of score and IoU.
 
     python -m yolo_tsd.bench ranking project=PATH     # every finished run of a benchmark folder
 """
