@@ -74,12 +74,6 @@ class TSDConfig:
         choices=("tsd", "uniform", "teacher_score"),
     )
     temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
-    cls_positives: str = _setting(
-        "teacher",
-        "the class term at the student's own assigner positives: teacher (copies every class's score there too) or own "
-        "(leaves the assigned class's score to the student's IoU-aware target, copies the other classes')",
-        choices=("teacher", "own"),
-    )
     box_anchors: str = _setting(
         "all",
         "where the box term acts: objects (anchors the teacher's or the student's label assigner makes positive, the "

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from ultralytics.utils.tal import dist2bbox
 
 from . import losses
@@ -258,14 +257,7 @@ class TSDLoss:
                 adapted, t_feats = [losses.standardize(f) for f in adapted], [losses.standardize(f) for f in t_feats]
             feat = losses.weighted_mean(losses.feature_distance(adapted, t_feats), weight)
         if cfg.lambda_cls > 0:
-            s_scores, t_scores = s["scores"].permute(0, 2, 1), t["scores"].permute(0, 2, 1)
-            keep = None
-            if cfg.cls_positives == "own" and assigned.gt_labels.shape[1]:  # the assigned class at the student's
-                # positives: left to its own (IoU-aware) target
-                labels = assigned.gt_labels.long().gather(1, assigned.gt_idx)  # (B, A)
-                own = F.one_hot(labels, s_scores.shape[-1]).bool() & assigned.fg_mask.unsqueeze(-1)
-                keep = (~own).float()
-            kl = losses.binary_kl(s_scores, t_scores, cfg.temperature, keep)
+            kl = losses.binary_kl(s["scores"].permute(0, 2, 1), t["scores"].permute(0, 2, 1), cfg.temperature)
             cls = losses.weighted_mean(kl, weight)
         if cfg.lambda_box > 0:
             if rs == rt > 1:

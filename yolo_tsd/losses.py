@@ -52,9 +52,7 @@ def standardize(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return (f - mean) / (std + eps)
 
 
-def binary_kl(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0, keep: torch.Tensor | None = None
-) -> torch.Tensor:
+def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Binary KL(sigmoid(z_T/tau) || sigmoid(z_S/tau)) summed over classes, times ``tau**2``.
 
     The head is trained with per-class BCE, so each class is its own Bernoulli variable. Computed as the cross
@@ -65,7 +63,6 @@ def binary_kl(
         student_logits (torch.Tensor): (B, A, C).
         teacher_logits (torch.Tensor): (B, A, C).
         tau (float): Temperature.
-        keep (torch.Tensor, optional): (B, A, C) 0/1 mask of the (anchor, class) pairs that count.
 
     Returns:
         (torch.Tensor): (B, A) non-negative divergences.
@@ -74,11 +71,9 @@ def binary_kl(
     with torch.no_grad():
         zt = teacher_logits.float() / tau
         pt = zt.sigmoid()
-        entropy = F.binary_cross_entropy_with_logits(zt, pt, reduction="none")
-    cross = F.binary_cross_entropy_with_logits(zs, pt, reduction="none")
-    if keep is not None:
-        cross, entropy = cross * keep, entropy * keep
-    return (cross.sum(-1) - entropy.sum(-1)).clamp(min=0) * tau**2
+        entropy = F.binary_cross_entropy_with_logits(zt, pt, reduction="none").sum(-1)
+    cross = F.binary_cross_entropy_with_logits(zs, pt, reduction="none").sum(-1)
+    return (cross - entropy).clamp(min=0) * tau**2
 
 
 def dfl_kl(student_bins: torch.Tensor, teacher_bins: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
