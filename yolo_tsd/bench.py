@@ -36,7 +36,7 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [report|ranking|overhead] [key=va
   any yolo train key       applies to every variant (e.g. epochs=2 for a quick check)
   report project=PATH      summarise the finished runs of a benchmark folder (all, or variants=/seeds=) without training
   ranking project=PATH     AP at IoU 0.5 / 0.75 / 0.9 and how well each run's scores rank its own boxes (score-IoU
-                           rank correlation), from every finished run's best.pt (yolo_tsd/ranking.py)
+                           rank correlation), from every finished run's best.pt (yolo_tsd/ranking.py; device=0 on a GPU)
   overhead                 time one training step of plain, built-in and tsd (forward and backward) on the regime's
                            data instead of training: python -m yolo_tsd.bench overhead regime=scenes
 """
@@ -327,7 +327,7 @@ def write_summary(out: Path, header: str, variants: list[str] | None = None, see
     return text
 
 
-def write_ranking(out: Path) -> str:
+def write_ranking(out: Path, device: str = "cpu") -> str:
     """AP at IoU 0.5 / 0.75 / 0.9 and the score-IoU rank correlation of every finished run (``ranking.py``).
 
     Each run's ``best.pt`` is validated again on its own data (a few seconds per run); the table, means over seeds per
@@ -343,7 +343,7 @@ def write_ranking(out: Path) -> str:
         if not weights.is_file():
             raise UsageError(f"{path.name}: its weights {weights} are gone; ranking validates each run's best.pt")
         train = result["job"]["train"]
-        stats = score_ranking(weights, train["data"], train.get("imgsz", 640))
+        stats = score_ranking(weights, train["data"], train.get("imgsz", 640), device)
         per_variant.setdefault(result["variant"], []).append({"seed": result["seed"], **stats})
     lines = ["| variant | seeds | " + " | ".join(keys) + " | score_iou_rank per seed |", "|---" * (len(keys) + 3) + "|"]
     for variant, rows in per_variant.items():
@@ -384,7 +384,7 @@ def main(argv: list[str]) -> None:
         args = parse(argv[1:])[1]
         if not args.get("project") or not (Path(args["project"]) / "runs").is_dir():
             raise UsageError("ranking needs project=PATH, the folder of a benchmark (it holds runs/)")
-        write_ranking(Path(args["project"]).resolve())
+        write_ranking(Path(args["project"]).resolve(), str(args.get("device", "cpu")))
         return
     if argv[:1] == ["overhead"]:
         from .overhead import run_overhead

@@ -46,10 +46,11 @@ def matched_pairs(
     return scores[keep], best[keep]
 
 
-def score_ranking(weights: str | Path, data: str | Path, imgsz: int) -> dict[str, float]:
+def score_ranking(weights: str | Path, data: str | Path, imgsz: int, device: str = "cpu") -> dict[str, float]:
     """AP at three IoU thresholds and the score-IoU rank correlation of ``weights`` on ``data``'s validation split.
 
-    Predictions use Ultralytics' validation settings (conf 0.001, NMS IoU 0.7), so the detections are those mAP counts.
+    Predictions use Ultralytics' validation settings (conf 0.001, NMS IoU 0.7), so the detections are those mAP counts;
+    the validation split is read as Ultralytics reads a source (a folder, a ``.txt`` list of images, or a list).
 
     Returns:
         (dict): ``AP50``, ``AP75``, ``AP90``, ``score_iou_rank`` and ``matched_per_object`` (detections overlapping an
@@ -59,14 +60,11 @@ def score_ranking(weights: str | Path, data: str | Path, imgsz: int) -> dict[str
     from ultralytics.data.utils import check_det_dataset, img2label_paths
 
     model = YOLO(str(weights))
-    metrics = model.val(data=str(data), imgsz=imgsz, plots=False, device="cpu", verbose=False, save_json=False)
+    metrics = model.val(data=str(data), imgsz=imgsz, plots=False, device=device, verbose=False, save_json=False)
     ap = metrics.box.all_ap.mean(0)  # per IoU threshold 0.5, 0.55, ..., 0.95
     val = check_det_dataset(str(data))["val"]
-    images = sorted(p for p in Path(val).rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})
     scores, ious, objects = [], [], 0
-    for res in model.predict(
-        [str(p) for p in images], imgsz=imgsz, conf=0.001, iou=0.7, device="cpu", stream=True, verbose=False
-    ):
+    for res in model.predict(val, imgsz=imgsz, conf=0.001, iou=0.7, device=device, stream=True, verbose=False):
         label = Path(img2label_paths([res.path])[0])
         rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
         h, w = res.orig_shape
