@@ -371,20 +371,17 @@ def main(argv: list[str]) -> None:
     from .cli import parse
     from .regimes import describe
 
-    if argv[:1] == ["report"]:
+    if argv[:1] in (["report"], ["ranking"]):  # both read the finished runs of a benchmark folder
         args = parse(argv[1:])[1]
         if not args.get("project") or not (Path(args["project"]) / "runs").is_dir():
-            raise UsageError("report needs project=PATH, the folder of a benchmark (it holds runs/)")
+            raise UsageError(f"{argv[0]} needs project=PATH, the folder of a benchmark (it holds runs/)")
+        out = Path(args["project"]).resolve()
+        if argv[0] == "ranking":
+            write_ranking(out, str(args.get("device", "cpu")))
+            return
         variants = as_list(args["variants"]) if args.get("variants") else None
         seeds = as_seeds(args["seeds"]) if args.get("seeds") is not None else None
-        out = Path(args["project"]).resolve()
         write_summary(out, f"Benchmark {out.name} (report of the finished runs)", variants, seeds)
-        return
-    if argv[:1] == ["ranking"]:
-        args = parse(argv[1:])[1]
-        if not args.get("project") or not (Path(args["project"]) / "runs").is_dir():
-            raise UsageError("ranking needs project=PATH, the folder of a benchmark (it holds runs/)")
-        write_ranking(Path(args["project"]).resolve(), str(args.get("device", "cpu")))
         return
     if argv[:1] == ["overhead"]:
         from .overhead import run_overhead
