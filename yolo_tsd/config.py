@@ -73,7 +73,7 @@ class TSDConfig:
         "teacher's class confidence, as Ultralytics' built-in and FGD-style methods)",
         choices=("tsd", "uniform", "teacher_score"),
     )
-    temperature: float = _setting(1.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
+    temperature: float = _setting(2.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
     box_anchors: str = _setting(
         "all",
         "where the box term acts: objects (anchors the teacher's or the student's label assigner makes positive, the "
