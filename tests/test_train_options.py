@@ -2,13 +2,14 @@
 
 import csv
 import shutil
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from helpers import tiny_run
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yolo_tsd import TSDTrainer
+from yolo_tsd import TSDConfig, TSDTrainer
 from yolo_tsd.trainer import FEW_STEPS, few_steps_warning
 
 
@@ -72,6 +73,20 @@ def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_pa
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
     assert float(rows[1]["train/dcls_loss"]) > 0 and float(rows[2]["train/dcls_loss"]) == 0
     assert float(rows[2]["train/box_loss"]) > 0  # detection training goes on
+
+
+@pytest.mark.parametrize(
+    "settings, close_mosaic, expected",
+    [
+        ({"cooldown_epochs": 4}, 0, [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]),  # the last 4 epochs ramp down
+        ({"cooldown_epochs": 9}, 0, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),  # the whole run
+        ({"warmup_epochs": 1, "cooldown_epochs": 1}, 0, [0.5, 1, 1, 1, 1, 1, 1, 1, 1, 0.5]),
+        ({"cooldown_epochs": 4, "close_mosaic_stop": True}, 2, [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0, 0]),
+    ],
+)
+def test_schedule_per_epoch(settings, close_mosaic, expected):
+    trainer = SimpleNamespace(tsd=TSDConfig(**settings), args=SimpleNamespace(close_mosaic=close_mosaic), epochs=10)
+    assert [TSDTrainer.schedule_scale(trainer, e) for e in range(10)] == pytest.approx(expected)
 
 
 def test_a_run_with_few_optimizer_steps_is_told_how_to_get_more():

@@ -135,6 +135,12 @@ class TSDConfig:
         "learning rate)",
         lo=0,
     )
+    cooldown_epochs: float = _setting(
+        0.0,
+        "ramp the distillation terms linearly down over the last this many epochs, so that the student ends on its "
+        "labels (the last epoch at 1 / (cooldown_epochs + 1) of the full weight; 0: no cooldown)",
+        lo=0,
+    )
     close_mosaic_stop: bool = _setting(False, "stop distilling in Ultralytics' final close_mosaic epochs")
     # cost
     teacher_half: bool = _setting(

@@ -242,10 +242,12 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         super().resume_training(ckpt)
 
     def schedule_scale(self, epoch: int) -> float:
-        """Factor on the distillation terms in ``epoch`` (warm-up, optional stop for the close_mosaic epochs)."""
+        """Factor on the distillation terms in ``epoch``: warm-up, cooldown, stop for the close_mosaic epochs."""
         if self.tsd.close_mosaic_stop and self.args.close_mosaic and epoch >= self.epochs - self.args.close_mosaic:
             return 0.0
-        return min(1.0, (epoch + 1) / (self.tsd.warmup_epochs + 1))
+        up = (epoch + 1) / (self.tsd.warmup_epochs + 1)
+        down = (self.epochs - epoch) / (self.tsd.cooldown_epochs + 1)
+        return min(1.0, up, down)
 
     def save_metrics(self, metrics):
         """Ultralytics' results.csv row, plus the epoch's gradient split and mean trust factor.
