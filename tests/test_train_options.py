@@ -78,10 +78,11 @@ def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_pa
 @pytest.mark.parametrize(
     "settings, close_mosaic, expected",
     [
-        ({"cooldown_epochs": 4}, 0, [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]),  # the last 4 epochs ramp down
-        ({"cooldown_epochs": 9}, 0, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),  # the whole run
-        ({"warmup_epochs": 1, "cooldown_epochs": 1}, 0, [0.5, 1, 1, 1, 1, 1, 1, 1, 1, 0.5]),
-        ({"cooldown_epochs": 4, "close_mosaic_stop": True}, 2, [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0, 0]),
+        ({"final_scale": 0}, 0, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),  # as Ultralytics' lr with lrf=0
+        ({"final_scale": 0.5}, 0, [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55]),
+        ({"warmup_epochs": 1, "final_scale": 0}, 0, [0.5, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),
+        ({"final_scale": 0, "close_mosaic_stop": True}, 2, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0, 0]),
+        ({}, 0, [1] * 10),  # the default: constant
     ],
 )
 def test_schedule_per_epoch(settings, close_mosaic, expected):

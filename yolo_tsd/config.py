@@ -135,11 +135,12 @@ class TSDConfig:
         "learning rate)",
         lo=0,
     )
-    cooldown_epochs: float = _setting(
-        0.0,
-        "ramp the distillation terms linearly down over the last this many epochs, so that the student ends on its "
-        "labels (the last epoch at 1 / (cooldown_epochs + 1) of the full weight; 0: no cooldown)",
+    final_scale: float = _setting(
+        1.0,
+        "decay the distillation terms linearly over the run toward this fraction of their start, as Ultralytics' lrf "
+        "does the learning rate, so the student ends nearer its labels alone (1: constant)",
         lo=0,
+        hi=1,
     )
     close_mosaic_stop: bool = _setting(False, "stop distilling in Ultralytics' final close_mosaic epochs")
     # cost

@@ -242,12 +242,16 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         super().resume_training(ckpt)
 
     def schedule_scale(self, epoch: int) -> float:
-        """Factor on the distillation terms in ``epoch``: warm-up, cooldown, stop for the close_mosaic epochs."""
+        """Factor on the distillation terms in ``epoch``: warm-up, linear decay, stop for the close_mosaic epochs.
+
+        The decay is Ultralytics' linear learning-rate factor with ``final_scale`` in the place of ``lrf``: 1 in the
+        first epoch, ``final_scale + (1 - final_scale) / epochs`` in the last.
+        """
         if self.tsd.close_mosaic_stop and self.args.close_mosaic and epoch >= self.epochs - self.args.close_mosaic:
             return 0.0
-        up = (epoch + 1) / (self.tsd.warmup_epochs + 1)
-        down = (self.epochs - epoch) / (self.tsd.cooldown_epochs + 1)
-        return min(1.0, up, down)
+        final = self.tsd.final_scale
+        decay = (1 - epoch / self.epochs) * (1 - final) + final
+        return min(1.0, (epoch + 1) / (self.tsd.warmup_epochs + 1), decay)
 
     def save_metrics(self, metrics):
         """Ultralytics' results.csv row, plus the epoch's gradient split and mean trust factor.
