@@ -119,7 +119,9 @@ def test_training_defaults_follow_the_regime_or_the_data(monkeypatch, tmp_path, 
 
     jobs = []
     recipe = regimes.REGIMES["scenes"].student
-    monkeypatch.setattr(regimes, "regime_inputs", lambda name, cache, common: (data_yaml, teacher_pt, dict(recipe)))
+    monkeypatch.setattr(
+        regimes, "regime_inputs", lambda name, cache, common, own: (data_yaml, teacher_pt, dict(recipe))
+    )
     monkeypatch.setattr(bench.subprocess, "run", lambda cmd, **kw: jobs.append(json.loads(cmd[-1])))
     bench.run(regime="scenes", seeds="0,1", variants="plain,builtin", project=str(tmp_path / "a"), dis=1.5)
     assert jobs[-1]["train"]["imgsz"] == 256 and jobs[-1]["train"]["batch"] == 16 and "nbs" not in jobs[-1]["train"]
@@ -127,6 +129,15 @@ def test_training_defaults_follow_the_regime_or_the_data(monkeypatch, tmp_path, 
     assert [j["dis"] for j in jobs] == [None, 1.5, None, 1.5]  # the built-in's weight reaches the built-in only
     bench.run(seeds=0, variants="plain", project=str(tmp_path / "b"), data=str(data_yaml), teacher=str(teacher_pt))
     assert not {"imgsz", "nbs", "epochs", "device"} & set(jobs[-1]["train"])
+    given = []  # regime= with teacher=: the regime's recipe, the given teacher (resolved) handed to regime_inputs
+    monkeypatch.setattr(
+        regimes, "regime_inputs", lambda name, cache, common, own: given.append(own) or (data_yaml, own, dict(recipe))
+    )
+    bench.run(regime="scenes", seeds=0, variants="tsd", project=str(tmp_path / "c"), teacher=str(teacher_pt))
+    assert given == [teacher_pt.resolve()] and jobs[-1]["teacher"] == str(teacher_pt.resolve())
+    assert jobs[-1]["train"]["imgsz"] == 256 and jobs[-1]["regime"] == "scenes"
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        bench.run(regime="scenes", teacher=str(tmp_path / "missing_teacher.pt"))
     with pytest.raises(ValueError, match="unknown regime"):
         bench.run(regime="nope")
     with pytest.raises(ValueError, match="needs teacher="):

@@ -120,6 +120,23 @@ def test_regime_inputs_train_once_and_share(tiny_regimes, tmp_path):
     assert torch.load(teacher3, weights_only=False)["model"].nc == 5  # on the regime's classes
 
 
+def test_another_teacher_replaces_the_regimes_own_and_is_checked_first(tiny_regimes, tmp_path, teacher_pt):
+    """regime=R teacher=PATH: the regime's data and student with that teacher; the regime's own is never trained."""
+    from helpers import build_model, save_checkpoint
+
+    from yolo_tsd.errors import UsageError
+
+    common = {"device": "cpu", "project": str(tmp_path / "runs")}
+    cache = tmp_path / "cache"
+    data, teacher, student = regime_inputs("t", cache, common, teacher=teacher_pt)
+    assert teacher == teacher_pt and student["model"] == "yolov8n.yaml" and data.is_file()
+    assert not (cache / "teachers").exists()  # the regime's teacher was neither trained nor looked up
+    other = save_checkpoint(build_model("yolov8n.yaml", nc=3), tmp_path / "three_classes.pt")
+    with pytest.raises(UsageError, match="different classes"):
+        regime_inputs("ft", cache, common, teacher=other)
+    assert not (cache / "pretrained").exists()  # refused before the student's pretraining, the long part
+
+
 def test_overhead_times_each_method(tiny_regimes, tmp_path, monkeypatch):
     from yolo_tsd.overhead import run_overhead
 

@@ -25,6 +25,8 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [report|ranking|overhead] [key=va
   regime=shapes            one of the built-in regimes (data generated offline, teacher trained once into the cache):
 {regimes}
   data=PATH teacher=PATH   your own dataset yaml and teacher instead of a regime (Ultralytics' training defaults)
+  regime=R teacher=PATH    the regime's data and student recipe with another teacher (same classes), e.g. another
+                           split's, or one trained longer; the regime's own teacher is then not trained
   seeds=0,1,2              seeds; every variant runs with each (seed=<seed>, deterministic=True, plots=False)
   variants=a,b,...         subset of: {variants}
                            a variant may carry its own settings after colons, to tune or compare in one table:
@@ -252,7 +254,8 @@ def inputs(args: dict[str, Any], train_user: dict[str, Any], out: Path) -> tuple
         raise UsageError(f"unknown regime={args['regime']}; choose from {', '.join(REGIMES)}")
     train_user = {"device": "cpu", **train_user}  # the regimes are sized for a CPU
     common = {k: v for k, v in train_user.items() if k in ("device", "workers")}
-    data, teacher, student = regime_inputs(args["regime"], cache_dir(), {**common, "project": str(out / "train")})
+    own = resolve_weights(args["teacher"], "teacher").resolve() if args.get("teacher") else None  # another teacher
+    data, teacher, student = regime_inputs(args["regime"], cache_dir(), {**common, "project": str(out / "train")}, own)
     return str(data), str(teacher), {**student, **train_user}, REGIMES[args["regime"]].e2e
 
 

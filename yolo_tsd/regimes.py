@@ -123,26 +123,38 @@ REGIMES: dict[str, Regime] = {
 }
 
 
-def regime_inputs(name: str, cache: Path, train_common: dict[str, Any]) -> tuple[Path, Path, dict[str, Any]]:
+def regime_inputs(
+    name: str, cache: Path, train_common: dict[str, Any], teacher: Path | None = None
+) -> tuple[Path, Path, dict[str, Any]]:
     """The data yaml and teacher of a regime (generated and trained once into ``cache``) and its student arguments.
 
     Args:
         name (str): A key of ``REGIMES``.
         cache (Path): Folder for generated data, teachers and pretrained students.
         train_common (dict): Ultralytics arguments for every training done here (device, project, ...).
+        teacher (Path | None): Another teacher for the regime's data and student (checked against the data's classes
+            before any training); the regime's own is then neither trained nor looked up.
 
     Returns:
         (tuple): Data yaml, teacher checkpoint, and the student's training arguments (``model`` included).
     """
     regime = REGIMES[name]
     data = make_dataset(cache / "data", **regime.data)
+    if teacher is not None:
+        from ultralytics.utils import YAML
+
+        from .teacher import Teacher
+
+        Teacher.load(teacher).check_names(YAML.load(data)["names"])
     pre = regime.pretrain or {}
     pre_data = str(make_dataset(cache / "data", **pre["data"])) if pre else ""
 
     def pretrained(train: dict[str, Any]) -> str:
         return str(trained_once(cache / "pretrained", {**train_common, **train, "data": pre_data}))
 
-    if regime.teacher_from:
+    if teacher is not None:
+        pass
+    elif regime.teacher_from:
         _, teacher, _ = regime_inputs(regime.teacher_from, cache, train_common)
     else:
         fine_tuned = {"model": pretrained(pre["teacher"])} if "teacher" in pre else {}
