@@ -141,7 +141,7 @@ def test_overhead_times_each_method(tiny_regimes, tmp_path, monkeypatch):
     from yolo_tsd.overhead import run_overhead
 
     monkeypatch.setenv("YOLO_TSD_CACHE", str(tmp_path / "cache"))
-    result = run_overhead(regime="t", rounds=2)
+    result = run_overhead(regime="t", rounds=7)  # a median of 7 interleaved steps: robust to a busy machine
     assert set(result["median_s"]) == {"plain", "builtin", "tsd", "teacher_only"}
     assert all(v > 0 for v in result["median_s"].values())
     assert result["tsd_x_plain"] > 1 and 0 < result["teacher_share_of_tsd_step"] < 1

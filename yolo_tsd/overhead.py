@@ -74,7 +74,8 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
 
     device = torch.device("cuda:0" if str(overrides.get("device", "cpu")) in {"0", "cuda"} else "cpu")
     torch.set_num_threads(NUM_THREADS)  # what Ultralytics' trainer uses on a CPU, so the step matches training
-    data, teacher_path, student_args = regime_inputs(regime, cache_dir(), {"device": "cpu"})
+    cache = cache_dir()  # a teacher not yet trained is trained once, its run folder kept beside the checkpoint
+    data, teacher_path, student_args = regime_inputs(regime, cache, {"device": "cpu", "project": str(cache / "runs")})
     student_args = {**student_args, **{k: v for k, v in overrides.items() if k != "device"}}
     names = YAML.load(data)["names"]
     batch = real_batch(data, int(student_args.get("batch", 16)), int(student_args.get("imgsz", 640)))
