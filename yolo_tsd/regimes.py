@@ -152,11 +152,9 @@ def regime_inputs(
     def pretrained(train: dict[str, Any]) -> str:
         return str(trained_once(cache / "pretrained", {**train_common, **train, "data": pre_data}))
 
-    if teacher is not None:
-        pass
-    elif regime.teacher_from:
+    if teacher is None and regime.teacher_from:
         _, teacher, _ = regime_inputs(regime.teacher_from, cache, train_common)
-    else:
+    elif teacher is None:
         fine_tuned = {"model": pretrained(pre["teacher"])} if "teacher" in pre else {}
         teacher = trained_once(cache / "teachers", {**train_common, **regime.teacher, **fine_tuned, "data": str(data)})
     student = dict(regime.student)
