@@ -34,15 +34,37 @@ def test_parse_keys_commands_and_bare_booleans():
         parse(["dmo"])
 
 
-def test_help_lists_every_setting_once_with_its_prefix():
+def test_help_lists_the_users_settings_and_help_method_the_methods():
+    from yolo_tsd.config import METHOD, USER
+
     text = help_text()
-    for name in TSDConfig().to_dict():
-        assert f"  {PREFIX}{name}: " in text, name
-    for word in ("teacher=", "tsd=", "demo", "resume=", "distill_model", "copy-cfg", "yolo-tsd"):
-        assert word in text
-    assert (
-        text.count("\n  warmup_epochs:") == 0 and f"{PREFIX}warmup_epochs" in text
-    )  # never confused with Ultralytics'
+    for name in TSDConfig.names(USER):
+        assert text.count(f"  {PREFIX}{name}: ") == 1, name
+    assert not any(f"  {PREFIX}{name}: " in text for name in TSDConfig.names(METHOD))  # not in the user's view
+    for word in (
+        "teacher=",
+        "tsd=",
+        "demo",
+        "bench",
+        "resume=",
+        "distill_model",
+        "copy-cfg",
+        "yolo-tsd",
+        "help method",
+    ):
+        assert word in text, word
+    method = help_text(METHOD)
+    assert all(f"  {PREFIX}{name}: " in method for name in TSDConfig.names(METHOD))
+
+
+def test_the_lab_commands_are_found_through_their_entry_points_and_the_product_never_names_the_lab(capsys):
+    from yolo_tsd.cli import plugins
+
+    assert {"demo", "bench"} <= set(plugins())
+    assert plugins()["bench"].value.startswith("yolo_tsd.bench.") and plugins()["demo"].value.startswith("yolo_tsd.")
+    assert entrypoint(["demo", "help"]) == 0 and "teacher_epochs=" in capsys.readouterr().out
+    assert entrypoint(["bench", "help"]) == 0 and "regime=" in capsys.readouterr().out
+    assert entrypoint(["help", "method"]) == 0 and f"{PREFIX}key_thresh" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+from helpers import logged_messages
 
-from yolo_tsd.config import TSDConfig, default_yaml, markdown_table
+from yolo_tsd.config import METHOD, REMOVED, USER, TSDConfig, default_yaml, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,7 +14,7 @@ def test_cfg_file_is_the_generated_defaults():
 
 
 def test_every_key_has_a_comment():
-    lines = [line for line in default_yaml().splitlines() if not line.startswith("#")]
+    lines = [line for line in default_yaml().splitlines() if line and not line.startswith("#")]
     assert len(lines) == len(TSDConfig().to_dict())
     assert all(" # " in line and len(line.split(" # ")[1]) > 10 for line in lines)
 
@@ -66,10 +67,35 @@ def test_distils_only_with_a_positive_weight():
     assert not TSDConfig(lambda_feat=0, lambda_cls=0, lambda_box=0).distils
 
 
-def test_readme_has_the_generated_settings_table():
-    assert markdown_table() in (ROOT / "README.md").read_text(), "paste yolo_tsd.config.markdown_table() into README"
+def test_readme_and_method_have_the_generated_settings_tables():
+    assert markdown_table(USER) in (ROOT / "README.md").read_text(), "regenerate: python -m yolo_tsd.config"
+    assert markdown_table(METHOD) in (ROOT / "docs" / "method.md").read_text(), "regenerate: python -m yolo_tsd.config"
     for name in TSDConfig().to_dict():
-        assert f"| `{name}` |" in markdown_table(), name
+        assert f"| `{name}` |" in markdown_table(USER) + markdown_table(METHOD), name
+
+
+def test_the_user_sees_a_handful_of_settings_first():
+    user = TSDConfig.names(USER)
+    assert 0 < len(user) <= 8 and TSDConfig.names()[: len(user)] == user  # first in the dataclass and the file
+    assert {"lambda_feat", "lambda_cls", "lambda_box", "temperature", "teacher_half"} <= set(user)
+    text = default_yaml()
+    assert all(text.index(f"\n{u}:") < text.index(f"\n{m}:") for u in user for m in TSDConfig.names(METHOD))
+
+
+def test_an_older_settings_file_with_removed_keys_loads_with_a_warning_naming_them(tmp_path):
+    """Resume of a run written before 0.2 (its args.yaml holds every setting of its time) must still work."""
+    old = tmp_path / "old.yaml"
+    old.write_text(default_yaml() + "feat_norm: 'off'\nregion_norm: size\nwarmup_epochs: 0.0\ntrust_margin: 1.0\n")
+    with logged_messages() as messages:
+        cfg = TSDConfig.load(old)
+    assert cfg == TSDConfig()
+    warned = [m for m in messages if "removed" in m]
+    assert len(warned) == 1 and all(k in warned[0] for k in ("feat_norm", "region_norm", "warmup_epochs"))
+    assert "region_norm=size (now as region_norm=off)" in warned[0] and "feat_norm=off (" not in warned[0]
+    assert set(REMOVED).isdisjoint(TSDConfig.names())
+    with logged_messages() as messages:
+        TSDConfig.load(None)
+    assert not messages  # nothing to say about today's settings
 
 
 def test_every_choice_survives_the_command_line_parser():

@@ -2,8 +2,8 @@
 
 import yaml
 
+from yolo_tsd.bench.data import CLASSES, make_dataset
 from yolo_tsd.cli import main
-from yolo_tsd.data import CLASSES, make_dataset
 
 
 def test_dataset_is_deterministic_and_complete(tmp_path):

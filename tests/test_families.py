@@ -5,9 +5,9 @@ import pickle
 
 import pytest
 import torch
-from helpers import build_model, distiller, make_batch, tiny_run
+from helpers import TERMS_ON, build_model, distiller, make_batch, tiny_run
 
-from yolo_tsd.criterion import LOSS_NAMES
+from yolo_tsd.training.criterion import LOSS_NAMES
 
 TEACHERS = ["yolov8s.yaml", "yolo11s.yaml", "yolo26s.yaml"]
 STUDENTS = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"]
@@ -15,7 +15,7 @@ STUDENTS = ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"]
 
 @pytest.mark.parametrize("teacher_cfg, student_cfg", list(itertools.product(TEACHERS, STUDENTS)))
 def test_pair_distils_learns_and_saves_a_plain_student(teacher_cfg, student_cfg):
-    student, _, tsd = distiller(teacher_cfg, student_cfg)
+    student, _, tsd = distiller(teacher_cfg, student_cfg, **TERMS_ON)
     batch = make_batch(bs=2, imgsz=64)
     opt = torch.optim.Adam([p for p in tsd.parameters() if p.requires_grad], lr=1e-3)  # student and adapters
     history = []
@@ -38,7 +38,8 @@ def test_yolo26_student_trains_with_a_dfl_teacher_and_saves_plain(data_yaml, tmp
     from yolo_tsd import TSDTrainer
 
     teacher = save_checkpoint(build_model("yolo11s.yaml", seed=1), tmp_path / "yolo11s.pt")
-    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher, tmp_path, model="yolo26n.yaml"))
+    # a random teacher is not trusted (trust=quality would set the terms to 0): the terms on, to see them train
+    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher, tmp_path, model="yolo26n.yaml", tsd_trust="off"))
     trainer.train()
     assert "l1_loss" in trainer.loss_names and set(LOSS_NAMES) <= set(trainer.loss_names)
     assert all(float(trainer.tloss[k]) > 0 for k in LOSS_NAMES)

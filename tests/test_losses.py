@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from yolo_tsd.losses import (
+from yolo_tsd.method.losses import (
     FeatureAdapters,
     binary_kl,
     box_iou_distance,

@@ -14,7 +14,7 @@ from helpers import distiller, make_batch
 from syncs import SyncCounter
 from ultralytics.utils.tal import TaskAlignedAssigner
 
-import yolo_tsd.significance as significance
+import yolo_tsd.method.significance as significance
 
 PAIRS = [("yolov8s.yaml", "yolov8n.yaml"), ("yolo26s.yaml", "yolo26n.yaml"), ("yolov8s.yaml", "yolo26n.yaml")]
 
@@ -36,7 +36,7 @@ def counted(monkeypatch, step) -> SyncCounter:
 
 
 def compare(monkeypatch, teacher_cfg, student_cfg) -> tuple[SyncCounter, SyncCounter]:
-    student, _, tsd = distiller(teacher_cfg, student_cfg, trust="quality")  # the default: its quality measure too
+    student, _, tsd = distiller(teacher_cfg, student_cfg)  # the release defaults: the trust's quality measure too
     batch = make_batch(bs=2, boxes_per_image=3)
     preds = student(batch["img"])  # the student's forward is Ultralytics' in both cases
     _ = tsd.criterion  # built once per run (it reads the strides on the host), not per step

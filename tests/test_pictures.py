@@ -7,7 +7,7 @@ from helpers import build_model
 
 from yolo_tsd.cli import main
 from yolo_tsd.config import TSDConfig
-from yolo_tsd.teacher import Teacher
+from yolo_tsd.training.teacher import Teacher
 from yolo_tsd.visualize import load_image, significance_maps
 
 

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from yolo_tsd.bench import main as bench_main
+from yolo_tsd.bench.cli import main as bench_main
+from yolo_tsd.bench.ranking import matched_pairs, rank_correlation
 from yolo_tsd.errors import UsageError
-from yolo_tsd.ranking import matched_pairs, rank_correlation
 
 
 def test_rank_correlation_of_ordered_reversed_and_too_few_values():

@@ -7,10 +7,10 @@ import pytest
 import torch
 import yaml
 
-import yolo_tsd.regimes as regimes
-from yolo_tsd.data import KINDS, make_dataset
-from yolo_tsd.e2e import duplicates, iou_matrix
-from yolo_tsd.regimes import REGIMES, Regime, regime_inputs, trained_once
+import yolo_tsd.bench.regimes as regimes
+from yolo_tsd.bench.data import KINDS, make_dataset
+from yolo_tsd.bench.one2one import duplicates, iou_matrix
+from yolo_tsd.bench.regimes import REGIMES, Regime, regime_inputs, trained_once
 
 # The bytes of two small datasets: a change means the generator's output changed, so bump its version in
 # yolo_tsd/data/generate.py (the cache folders are named after it) and re-measure the benchmark.
@@ -138,7 +138,7 @@ def test_another_teacher_replaces_the_regimes_own_and_is_checked_first(tiny_regi
 
 
 def test_overhead_times_each_method(tiny_regimes, tmp_path, monkeypatch):
-    from yolo_tsd.overhead import run_overhead
+    from yolo_tsd.bench.overhead import run_overhead
 
     monkeypatch.setenv("YOLO_TSD_CACHE", str(tmp_path / "cache"))
     result = run_overhead(regime="t", rounds=7)  # a median of 7 interleaved steps: robust to a busy machine
@@ -177,9 +177,9 @@ def test_one2one_duplicates_are_counted_per_object(tmp_path, data_yaml, monkeypa
         (int(c), [(x - w / 2) * 64, (y - h / 2) * 64, (x + w / 2) * 64, (y + h / 2) * 64])
         for c, x, y, w, h in np.loadtxt(label, ndmin=2)
     ]
-    import ultralytics.nn.tasks as tasks
+    import yolo_tsd.ultralytics_internals as internals
 
-    monkeypatch.setattr(tasks, "load_checkpoint", lambda *a, **k: (Fires(gts), None))
+    monkeypatch.setattr(internals, "load_model", lambda *a, **k: Fires(gts))
     single = tmp_path / "one"
     (single / "images" / "val").mkdir(parents=True)
     (single / "labels" / "val").mkdir(parents=True)

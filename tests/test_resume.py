@@ -9,7 +9,7 @@ import torch
 from helpers import logged_messages, tiny_run
 
 from yolo_tsd import TSDTrainer
-from yolo_tsd.trainer import CKPT_KEY, OLD_ADAPTERS_FILE
+from yolo_tsd.training.checkpoint import CKPT_KEY, OLD_ADAPTERS_FILE
 
 
 class Interrupt(Exception):
@@ -38,7 +38,7 @@ def resume_and_record(resume):
         "on_train_start",
         lambda t: restored.update(
             {k: v.clone() for k, v in t.tsd_model.adapters.state_dict().items()},
-            running_sizes=t.tsd_model.terms.sizes.clone(),
+            running_sizes=t.tsd_model.stats.sizes.clone(),
         ),
     )
     second.train()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from yolo_tsd.config import TSDConfig
-from yolo_tsd.significance import (
+from yolo_tsd.method.significance import (
     HIGH,
     LOW,
     MID,
@@ -117,32 +117,19 @@ def test_three_way_regions():
     assert regions(*key_weak_areas(imp_t, imp_s, BIN), BIN).tolist() == [[HIGH, HIGH, HIGH, LOW, LOW]]
 
 
-def test_region_norm_size_normalises_weights_per_image_level_and_region():
-    region = torch.tensor([[HIGH, LOW, LOW, LOW, MID, LOW], [LOW, LOW, LOW, LOW, LOW, LOW]])
-    level = torch.tensor([0, 0, 0, 0, 1, 1])
-    w = anchor_weights(region, level, 2, torch.ones(2, 6), TSDConfig(region_norm="size"))
-    expected0 = [1.0, 0.05 / 3, 0.05 / 3, 0.05 / 3, 0.5, 0.05]
-    assert w[0].tolist() == pytest.approx(expected0)
-    assert w[1].tolist() == pytest.approx([0.05 / 4] * 4 + [0.05 / 2] * 2)
-    # each (image, level, region) sums to its region weight: the big background cannot dominate
-    assert w[0, 1:4].sum() == pytest.approx(0.05)
-
-
-def test_without_region_norm_weights_are_per_anchor_so_the_background_counts_by_its_size():
+def test_weights_are_per_anchor_by_region_so_the_background_counts_by_its_size():
     region = torch.tensor([[HIGH, LOW, LOW, LOW, MID, LOW]])
-    w = anchor_weights(region, torch.tensor([0, 0, 0, 0, 1, 1]), 2, torch.ones(1, 6), TSDConfig(region_norm="off"))
+    w = anchor_weights(region, torch.ones(1, 6), TSDConfig())
     assert w[0].tolist() == pytest.approx([1.0, 0.05, 0.05, 0.05, 0.5, 0.05])
     many = torch.tensor([[HIGH] + [LOW] * 99])  # 99 background anchors now weigh more than the object together
-    w = anchor_weights(many, torch.zeros(100, dtype=torch.long), 1, torch.ones(1, 100), TSDConfig(region_norm="off"))
+    w = anchor_weights(many, torch.ones(1, 100), TSDConfig())
     assert w[0, 1:].sum() > w[0, 0]
 
 
 def test_continuous_weights_scale_with_teacher_importance():
     region = torch.tensor([[HIGH, HIGH]])
-    w = anchor_weights(region, torch.tensor([0, 0]), 1, torch.tensor([[4.0, 3.0]]), TSDConfig(continuous=True))
+    w = anchor_weights(region, torch.tensor([[4.0, 3.0]]), TSDConfig(continuous=True))
     assert w[0].tolist() == pytest.approx([4.0, 3.0])  # w_high (1.0) per anchor, times I_T
-    size = TSDConfig(continuous=True, region_norm="size")  # the region's 1.0 shared by its two anchors, times I_T
-    assert anchor_weights(region, torch.tensor([0, 0]), 1, torch.tensor([[4.0, 3.0]]), size)[0].tolist() == [2.0, 1.5]
 
 
 def test_matched_ground_truth_is_the_assigned_one_for_positives_else_the_max_iou_one():

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import build_model
 
-from yolo_tsd.teacher import Teacher
+from yolo_tsd.training.teacher import Teacher
 from yolo_tsd.ultralytics_internals import raw_outputs
 
 
@@ -60,9 +60,9 @@ def test_half_teacher_is_cuda_only_and_keeps_its_precision():
 
 
 def test_distillation_terms_accept_a_float16_teacher():
-    from helpers import distiller, make_batch
+    from helpers import TERMS_ON, distiller, make_batch
 
-    student, teacher, tsd = distiller()
+    student, teacher, tsd = distiller(**TERMS_ON)
     batch = make_batch()
     preds = student(batch["img"])
     ref = tsd.step(batch, preds)

@@ -7,8 +7,8 @@ import sys
 import torch
 from helpers import build_model
 
-from yolo_tsd.teacher import Teacher
-from yolo_tsd.trainer import CKPT_KEY
+from yolo_tsd.training.checkpoint import CKPT_KEY
+from yolo_tsd.training.teacher import Teacher
 
 
 def test_results_have_every_term_next_to_ultralytics_losses(run):

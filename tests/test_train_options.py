@@ -2,15 +2,14 @@
 
 import csv
 import shutil
-from types import SimpleNamespace
 
 import pytest
 import yaml
 from helpers import tiny_run
 from ultralytics.utils.torch_utils import unwrap_model
 
-from yolo_tsd import TSDConfig, TSDTrainer
-from yolo_tsd.trainer import FEW_STEPS, few_steps_warning
+from yolo_tsd import TSDTrainer
+from yolo_tsd.training.trainer import FEW_STEPS, few_steps_warning
 
 
 @pytest.fixture(scope="module")
@@ -58,36 +57,6 @@ def test_option_trains_with_finite_distillation_terms(option, data_with_backgrou
         assert all(p.requires_grad for p in trainer.tsd_model.adapters.parameters())
     if option == "fraction":
         assert len(trainer.train_loader.dataset) == 8
-
-
-def test_schedule_warmup_and_stop_for_close_mosaic(data_yaml, teacher_pt, tmp_path):
-    trainer = TSDTrainer(
-        overrides=tiny_run(
-            data_yaml, teacher_pt, tmp_path, epochs=3, close_mosaic=1, tsd_close_mosaic_stop=True, tsd_warmup_epochs=1
-        )
-    )
-    scales = []
-    trainer.add_callback("on_train_epoch_end", lambda t: scales.append(t.tsd_model.scale))
-    trainer.train()
-    assert scales == [0.5, 1.0, 0.0]
-    rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
-    assert float(rows[1]["train/dcls_loss"]) > 0 and float(rows[2]["train/dcls_loss"]) == 0
-    assert float(rows[2]["train/box_loss"]) > 0  # detection training goes on
-
-
-@pytest.mark.parametrize(
-    "settings, close_mosaic, expected",
-    [
-        ({"final_scale": 0}, 0, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),  # as Ultralytics' lr with lrf=0
-        ({"final_scale": 0.5}, 0, [1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55]),
-        ({"warmup_epochs": 1, "final_scale": 0}, 0, [0.5, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]),
-        ({"final_scale": 0, "close_mosaic_stop": True}, 2, [1, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0, 0]),
-        ({}, 0, [1] * 10),  # the default: constant
-    ],
-)
-def test_schedule_per_epoch(settings, close_mosaic, expected):
-    trainer = SimpleNamespace(tsd=TSDConfig(**settings), args=SimpleNamespace(close_mosaic=close_mosaic), epochs=10)
-    assert [TSDTrainer.schedule_scale(trainer, e) for e in range(10)] == pytest.approx(expected)
 
 
 def test_a_run_with_few_optimizer_steps_is_told_how_to_get_more():

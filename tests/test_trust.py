@@ -11,16 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import build_model, logged_messages, make_batch, tiny_run
+from helpers import build_model, fit, logged_messages, make_batch, tiny_run
 
 from yolo_tsd import TSDTrainer
-from yolo_tsd.callbacks import GRADIENT_PROBES, start_batch, update_schedule
 from yolo_tsd.config import TSDConfig
-from yolo_tsd.criterion import LOSS_NAMES, TSDLoss
-from yolo_tsd.losses import FeatureAdapters
-from yolo_tsd.model import TSDModel
-from yolo_tsd.significance import GroundTruth, mean_quality, object_quality
-from yolo_tsd.teacher import Teacher
+from yolo_tsd.method.significance import GroundTruth, mean_quality, object_quality
+from yolo_tsd.training.callbacks import GRADIENT_PROBES, start_batch, update_pace
+from yolo_tsd.training.criterion import LOSS_NAMES
+from yolo_tsd.training.model import TSDModel
+from yolo_tsd.training.stats import RunningStats
+from yolo_tsd.training.teacher import Teacher
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +28,7 @@ def trained_and_fresh():
     """(trained, fresh) yolov8n of the same seed: the trained one fitted to ``make_batch(boxes_per_image=4)``."""
     batch = make_batch(boxes_per_image=4)
     fresh = build_model("yolov8n.yaml", seed=0)
-    model = deepcopy(fresh).train()
-    criterion = model.init_criterion()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(40):
-        loss, _ = criterion(model(batch["img"]), batch)
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
-    for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.reset_running_stats()
-        bn.momentum = None  # running statistics of this batch exactly, for the eval-mode teacher
-    with torch.no_grad():
-        model(batch["img"])
-    return model, fresh, batch
+    return fit(deepcopy(fresh), batch), fresh, batch
 
 
 def distil(teacher_model, student_model, batch, **settings):
@@ -50,27 +37,27 @@ def distil(teacher_model, student_model, batch, **settings):
     torch.manual_seed(0)
     tsd = TSDModel(student, Teacher(deepcopy(teacher_model)), TSDConfig(**settings))
     step = tsd.step(batch)
-    return step, tsd.terms
+    return step, tsd.stats
 
 
 def test_trust_factor_follows_the_quality_ratio():
-    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=0.25))
-    terms.track_trust(torch.tensor([0.8, 0.4]))  # student half as good: full trust
-    assert terms.trust.item() == 1.0
-    terms.qualities = None
-    terms.track_trust(torch.tensor([0.8, 0.76]))  # 5 % behind: 0.05 / 0.25
-    assert terms.trust.item() == pytest.approx(0.2)
-    terms.qualities = None
-    terms.track_trust(torch.tensor([0.5, 0.6]))  # student better: the teacher is not followed
-    assert terms.trust.item() == 0.0
-    terms.qualities = None
-    terms.track_trust(torch.tensor([0.0, 0.0]))  # neither detects anything: nothing to follow
-    assert terms.trust.item() == 0.0
-    terms.qualities = None
-    terms.track_trust(torch.tensor([0.8, 0.2]))
+    running = RunningStats(TSDConfig())
+    running.track_trust(torch.tensor([0.8, 0.4]))  # student half as good: half trust
+    assert running.trust.item() == pytest.approx(0.5)
+    running.qualities = None
+    running.track_trust(torch.tensor([0.8, 0.76]))  # 5 % behind: 0.05
+    assert running.trust.item() == pytest.approx(0.05)
+    running.qualities = None
+    running.track_trust(torch.tensor([0.5, 0.6]))  # student better: the teacher is not followed
+    assert running.trust.item() == 0.0
+    running.qualities = None
+    running.track_trust(torch.tensor([0.0, 0.0]))  # neither detects anything: nothing to follow
+    assert running.trust.item() == 0.0
+    running.qualities = None
+    running.track_trust(torch.tensor([0.8, 0.2]))
     for _ in range(200):  # running means: a student that overtakes the teacher ends the trust
-        terms.track_trust(torch.tensor([0.5, 0.7]))
-    assert terms.trust.item() == 0.0
+        running.track_trust(torch.tensor([0.5, 0.7]))
+    assert running.trust.item() == 0.0
 
 
 def test_object_quality_is_the_best_aligned_anchor_inside_each_object():
@@ -88,67 +75,63 @@ def test_object_quality_is_the_best_aligned_anchor_inside_each_object():
 
 def test_a_better_teacher_is_followed_and_a_worse_one_is_not(trained_and_fresh):
     trained, fresh, batch = trained_and_fresh
-    good, good_terms = distil(trained, fresh, batch)
-    bad, bad_terms = distil(fresh, trained, batch)  # the same two models, roles swapped
-    q_t, q_s = good_terms.qualities.tolist()
+    good, good_stats = distil(trained, fresh, batch)
+    bad, bad_stats = distil(fresh, trained, batch)  # the same two models, roles swapped
+    q_t, q_s = good_stats.qualities.tolist()
     assert q_s < 0.75 * q_t  # the trained model detects the batch's objects far better
-    assert good_terms.trust.item() > 0.99 and all(good.items[k] > 0 for k in LOSS_NAMES), good.items
-    assert bad_terms.trust.item() == 0.0 and all(bad.items[k] == 0 for k in LOSS_NAMES), bad.items
+    assert good_stats.trust.item() > 0.99 and all(good.items[k] > 0 for k in LOSS_NAMES), good.items
+    assert bad_stats.trust.item() == 0.0 and all(bad.items[k] == 0 for k in LOSS_NAMES), bad.items
     # the detection part is Ultralytics' either way, and trust=off distils the swapped pair again
     off, _ = distil(fresh, trained, batch, trust="off")
     assert torch.equal(bad.loss[:3], off.loss[:3]) and all(off.items[k] > 0 for k in LOSS_NAMES)
 
 
-def test_trust_is_reported_per_epoch_over_every_step_and_survives_a_resume():
-    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=1.0))
-    raw = torch.ones(3)
-    terms.update_running(torch.ones(()), raw, torch.tensor([0.8, 0.2]))  # trust 0.75
-    terms.update_running(torch.ones(()), raw, None)  # a step without the quality keeps the last factor
-    assert terms.epoch_trust() == pytest.approx(0.75)  # the mean over both steps, for the results row
-    assert terms.take_trust_sum() == pytest.approx(1.5)  # the schedule's read at the next epoch's start ...
-    assert math.isnan(terms.epoch_trust()) and terms.take_trust_sum() is None  # ... starts the count anew
-    state = terms.running_state()
-    resumed = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(trust_margin=1.0))
-    resumed.load_running_state(state, torch.device("cpu"))
-    assert torch.equal(resumed.qualities, terms.qualities) and torch.equal(resumed.sizes, terms.sizes)
-    assert resumed.trust.item() == pytest.approx(terms.trust.item())  # not a fresh start at full trust
+def test_training_records_the_mean_of_the_factors_it_applied(data_yaml, teacher_pt, tmp_path, monkeypatch):
+    """results.csv's ``tsd/trust`` is the mean of the factors the epoch's steps multiplied their terms by: a run whose
+    factor moves from step to step (the student's quality given here, rising towards the teacher's) must report their
+    mean, not a factor stuck at 0 or 1, and the terms must carry each step's factor."""
+    applied, update = [], RunningStats.update
 
+    def update_with_rising_student(self, det, raw, quality):
+        if quality is not None:  # the teacher at 0.8, the student from 0.2 up: factors 0.75, 0.70, 0.66, ...
+            quality = torch.stack([quality.new_tensor(0.8), quality.new_tensor(0.2 + 0.05 * len(applied))])
+        weights = update(self, det, raw, quality)
+        applied.append(self.trust.item())
+        return weights
 
-def test_training_records_the_trust_per_epoch(data_yaml, teacher_pt, tmp_path):
-    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, tsd_trust="quality"))
+    monkeypatch.setattr(RunningStats, "update", update_with_rising_student)
+    trainer = TSDTrainer(overrides=tiny_run(data_yaml, teacher_pt, tmp_path, epochs=2))
     trainer.train()
     rows = list(csv.DictReader((trainer.save_dir / "results.csv").open()))
-    trust = float(rows[0]["tsd/trust"])
-    assert 0 <= trust <= 1 and trainer.tsd_model.terms.qualities is not None
+    per_epoch = len(trainer.train_loader)
+    for epoch, row in enumerate(rows):
+        factors = applied[epoch * per_epoch : (epoch + 1) * per_epoch]
+        assert len(factors) == per_epoch and 0.05 < min(factors) < max(factors) < 0.8, factors
+        assert float(row["tsd/trust"]) == pytest.approx(sum(factors) / per_epoch, abs=1e-4)
+        assert float(row["train/dfeat_loss"]) > 0
 
 
 def epoch_of_steps(trainer):
     """Run the trainer's epoch-start and batch-start callbacks; which of the epoch's steps run the teacher."""
-    update_schedule(trainer)
+    update_pace(trainer)
     due = [start_batch(trainer) or trainer.tsd_model.teacher_due for _ in trainer.train_loader]
     trainer.epoch += 1
     return due
 
 
 def schedule_only(batches=8, **settings):
-    """A stand-in trainer holding only what the schedule callbacks read and set."""
-    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig(**settings))
-    tsd_model = SimpleNamespace(scale=1.0, terms=terms, teacher_due=True, probe=False)
+    """A stand-in trainer holding only what the pace callbacks read and set."""
+    cfg = TSDConfig(**settings)
+    tsd_model = SimpleNamespace(stats=RunningStats(cfg), teacher_due=True, probe=False)
     return SimpleNamespace(
-        tsd_model=tsd_model,
-        tsd=terms.cfg,
-        epoch=0,
-        scheduled_epoch=None,
-        schedule_scale=lambda e: 1.0,
-        world_size=1,
-        train_loader=range(batches),
+        tsd_model=tsd_model, tsd=cfg, epoch=0, paced_epoch=None, world_size=1, train_loader=range(batches)
     )
 
 
-def steps(terms, *qualities):
+def steps(running, *qualities):
     """One distilling step per (teacher, student) quality pair."""
     for q in qualities:
-        terms.update_running(torch.ones(()), torch.ones(3), torch.tensor(q))
+        running.update(torch.ones(()), torch.ones(3), torch.tensor(q))
 
 
 AHEAD, BEHIND = (0.5, 0.6), (0.8, 0.2)  # (teacher, student) quality: the student ahead (trust 0), far behind
@@ -156,41 +139,41 @@ AHEAD, BEHIND = (0.5, 0.6), (0.8, 0.2)  # (teacher, student) quality: the studen
 
 def test_an_untrusted_teacher_runs_on_one_step_in_n_until_the_student_falls_behind():
     trainer = schedule_only(untrusted_every=4)
-    terms = trainer.tsd_model.terms
+    running = trainer.tsd_model.stats
     assert epoch_of_steps(trainer) == [True] * 8  # nothing measured yet: the teacher runs on every step
-    steps(terms, *[AHEAD] * 8)
-    assert terms.trust.item() == 0
-    assert epoch_of_steps(trainer) == [True, False, False, False] * 2 and terms.pace == 4
-    steps(terms, AHEAD, AHEAD)  # its two teacher steps find no trust either: it stays at rest
+    steps(running, *[AHEAD] * 8)
+    assert running.trust.item() == 0
+    assert epoch_of_steps(trainer) == [True, False, False, False] * 2 and running.pace == 4
+    steps(running, AHEAD, AHEAD)  # its two teacher steps find no trust either: it stays at rest
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
-    resting = deepcopy(terms)
-    steps(terms, BEHIND, BEHIND)  # the student falls far behind: two teacher steps at one in 4 stand for 8 steps ...
-    assert terms.trust.item() > 0
-    assert epoch_of_steps(trainer) == [True] * 8 and terms.pace == 1  # ... so the teacher is back on every step
+    resting = deepcopy(running)
+    steps(running, BEHIND, BEHIND)  # the student falls far behind: two teacher steps at one in 4 stand for 8 steps ...
+    assert running.trust.item() > 0
+    assert epoch_of_steps(trainer) == [True] * 8 and running.pace == 1  # ... so the teacher is back on every step
     resting.pace = 1  # the same two steps counted as two training steps have not yet moved the running qualities
     steps(resting, BEHIND, BEHIND)
     assert resting.trust.item() == 0
     # an epoch whose trust ends at 0 but was above 0 on some step keeps the teacher on every step (any factor above 0
     # in the epoch counts, not only its last) ...
-    steps(terms, *[AHEAD] * 200)
-    assert terms.trust.item() == 0
+    steps(running, *[AHEAD] * 200)
+    assert running.trust.item() == 0
     assert epoch_of_steps(trainer) == [True] * 8
-    steps(terms, *[AHEAD] * 8)  # ... and the next epoch, at 0 throughout, starts from a fresh count: rest again
+    steps(running, *[AHEAD] * 8)  # ... and the next epoch, at 0 throughout, starts from a fresh count: rest again
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
 
 
 def test_an_epoch_that_starts_again_keeps_its_pace():
     """Ultralytics' first-epoch out-of-memory retry restarts the epoch: its unfinished try's factors decide nothing."""
     trainer = schedule_only(untrusted_every=4)
-    terms = trainer.tsd_model.terms
-    update_schedule(trainer)
-    steps(terms, AHEAD, AHEAD)  # two steps at trust 0, then the epoch starts again
-    assert epoch_of_steps(trainer) == [True] * 8 and math.isnan(terms.epoch_trust())  # still every step, count anew
-    steps(terms, *[AHEAD] * 8)  # the whole epoch at 0: the next one rests
+    running = trainer.tsd_model.stats
+    update_pace(trainer)
+    steps(running, AHEAD, AHEAD)  # two steps at trust 0, then the epoch starts again
+    assert epoch_of_steps(trainer) == [True] * 8 and math.isnan(running.epoch_trust())  # still every step, count anew
+    steps(running, *[AHEAD] * 8)  # the whole epoch at 0: the next one rests
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
     trainer.epoch -= 1  # that epoch starts again (NaN recovery): it keeps resting, whatever its try measured
-    steps(terms, *[BEHIND] * 4)
-    assert terms.trust.item() > 0
+    steps(running, *[BEHIND] * 4)
+    assert running.trust.item() > 0
     assert epoch_of_steps(trainer) == [True, False, False, False] * 2
 
 
@@ -198,72 +181,71 @@ def test_a_restarted_epoch_reports_the_trust_of_its_own_steps_only():
     """results.csv's ``tsd/trust`` of an epoch that starts again (out-of-memory retry): the mean over the steps of the
     try that finished, not over the unfinished try's steps too, even when those trusted the teacher."""
     trainer = schedule_only()
-    terms = trainer.tsd_model.terms
-    update_schedule(trainer)
-    steps(terms, BEHIND, BEHIND)  # the unfinished try: the teacher far ahead, factor 0.75
-    assert terms.epoch_trust() == pytest.approx(0.75)
-    update_schedule(trainer)  # the same epoch starts again
+    running = trainer.tsd_model.stats
+    update_pace(trainer)
+    steps(running, BEHIND, BEHIND)  # the unfinished try: the teacher far ahead, factor 0.75
+    assert running.epoch_trust() == pytest.approx(0.75)
+    update_pace(trainer)  # the same epoch starts again
     factors = []
     for _ in range(200):  # the student now ahead: the running qualities bring the factor down to 0
-        steps(terms, AHEAD)
-        factors.append(terms.trust.item())
+        steps(running, AHEAD)
+        factors.append(running.trust.item())
     assert factors[0] > 0 and factors[-1] == 0
-    assert terms.epoch_trust() == pytest.approx(sum(factors) / len(factors))
+    assert running.epoch_trust() == pytest.approx(sum(factors) / len(factors))
 
 
 def test_the_teacher_rests_at_most_for_an_epoch_and_its_gradient_probes_fall_on_its_steps():
     trainer = schedule_only(batches=32, untrusted_every=100)
-    steps(trainer.tsd_model.terms, AHEAD)
+    steps(trainer.tsd_model.stats, AHEAD)
     assert epoch_of_steps(trainer) == [True] + [False] * 31  # beyond the batches of an epoch: once an epoch
     trainer = schedule_only(batches=32, untrusted_every=4)
     for expected_teacher_steps in (32, 8):
         due, probes = [], []
-        update_schedule(trainer)
+        update_pace(trainer)
         for _ in trainer.train_loader:
             start_batch(trainer)
             due.append(trainer.tsd_model.teacher_due)
             probes.append(trainer.tsd_model.probe)
         assert sum(due) == expected_teacher_steps
         assert sum(probes) == GRADIENT_PROBES and all(d for d, p in zip(due, probes) if p)
-        steps(trainer.tsd_model.terms, AHEAD)
+        steps(trainer.tsd_model.stats, AHEAD)
         trainer.epoch += 1
 
 
 def test_restored_running_statistics_replace_the_current_ones():
     """Resume and NaN recovery: the checkpoint's qualities are taken as they are and the epoch's statistics restart."""
-    terms = TSDLoss(FeatureAdapters([8], [8]), (16, 16), TSDConfig())
-    steps(terms, AHEAD)
+    running = RunningStats(TSDConfig())
+    steps(running, AHEAD)
     saved = {"sizes": None, "qualities": torch.tensor(BEHIND)}
-    terms.load_running_state(saved, torch.device("cpu"))
-    assert terms.trust.item() == pytest.approx(0.75) and terms.take_trust_sum() is None
-    assert math.isnan(terms.epoch_trust())
-    terms.qualities = torch.tensor([float("nan"), float("nan")])  # what a NaN step leaves behind
-    terms.load_running_state(saved, torch.device("cpu"))
-    assert terms.trust.item() == pytest.approx(0.75)
+    running.load_state_dict(saved, torch.device("cpu"))
+    assert running.trust.item() == pytest.approx(0.75) and running.take_trust_sum() is None
+    assert math.isnan(running.epoch_trust())
+    running.qualities = torch.tensor([float("nan"), float("nan")])  # what a NaN step leaves behind
+    running.load_state_dict(saved, torch.device("cpu"))
+    assert running.trust.item() == pytest.approx(0.75)
 
 
 def test_without_the_trust_factor_the_teacher_never_rests():
     trainer = schedule_only(trust="off", untrusted_every=4)
     epoch_of_steps(trainer)
-    trainer.tsd_model.terms.update_running(torch.ones(()), torch.ones(3), None)  # trust=off measures no quality
+    trainer.tsd_model.stats.update(torch.ones(()), torch.ones(3), None)  # trust=off measures no quality
     assert epoch_of_steps(trainer) == [True] * 8
 
 
 def fine_tuning_the_teacher(data_yaml, teacher_pt, tmp_path):
-    """A 2-epoch run whose student starts from the teacher's own weights (trust 0 throughout), untrusted_every=2."""
-    run = tiny_run(
-        data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_trust="quality", tsd_untrusted_every=2
-    )
+    """A 2-epoch run whose student starts from the (untrained) teacher's own weights, so that trust is 0 throughout;
+    untrusted_every=2."""
+    run = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=2, model=str(teacher_pt), tsd_untrusted_every=2)
     return TSDTrainer(overrides=run)
 
 
 def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(
-    data_yaml, teacher_pt, tmp_path, monkeypatch
+    data_yaml, random_teacher_pt, tmp_path, monkeypatch
 ):
     """Fine-tuning the teacher's own weights: both models detect alike, so trust is 0 from the start; in the next
     epoch the teacher runs on one step in ``untrusted_every`` only."""
     teacher_epochs, teacher_call = [], Teacher.__call__
-    trainer = fine_tuning_the_teacher(data_yaml, teacher_pt, tmp_path)
+    trainer = fine_tuning_the_teacher(data_yaml, random_teacher_pt, tmp_path)
     monkeypatch.setattr(Teacher, "__call__", lambda t, x: teacher_epochs.append(trainer.epoch) or teacher_call(t, x))
     with logged_messages() as messages:
         trainer.train()
@@ -277,12 +259,14 @@ def test_a_student_as_good_as_its_teacher_is_not_distilled_and_the_user_is_told(
     assert sum("about 1 optimizer step in all" in m and "nbs=8 (one step per batch" in m for m in messages) == 1
 
 
-def test_an_out_of_memory_retry_of_the_first_epoch_keeps_the_teacher_on(data_yaml, teacher_pt, tmp_path, monkeypatch):
+def test_an_out_of_memory_retry_of_the_first_epoch_keeps_the_teacher_on(
+    data_yaml, random_teacher_pt, tmp_path, monkeypatch
+):
     """Ultralytics halves the batch and restarts the first epoch after an out-of-memory error: the restarted epoch
     runs the teacher on every step (its first try's single step at trust 0 is no epoch's worth of evidence), and the
     epoch after it rests as usual."""
     teacher_epochs, teacher_call = [], Teacher.__call__
-    trainer = fine_tuning_the_teacher(data_yaml, teacher_pt, tmp_path)
+    trainer = fine_tuning_the_teacher(data_yaml, random_teacher_pt, tmp_path)
 
     def call(t, x):
         if len(teacher_epochs) == 1 and trainer.batch_size == 8:

@@ -7,10 +7,10 @@ architecture and seed), so a swap of the two, or of two branches, fails these te
 
 import pytest
 import torch
-from helpers import distiller, make_batch
+from helpers import TERMS_ON, distiller, make_batch
 from ultralytics.utils.tal import make_anchors
 
-from yolo_tsd.significance import Assignment, GroundTruth, importance
+from yolo_tsd.method.significance import Assignment, GroundTruth, importance
 from yolo_tsd.ultralytics_internals import head, raw_outputs
 
 
@@ -77,7 +77,9 @@ def test_one_to_one_branch_learns_from_the_teachers_one_to_one_branch():
 
 def one2one_score_gradient(mode):
     """Where the one-to-one class term pushes a YOLO26 student taught by a YOLOv8 teacher (no one-to-one head)."""
-    student, _, tsd = distiller("yolov8s.yaml", "yolo26n.yaml", one2one_mode=mode, lambda_feat=0, lambda_box=0)
+    student, _, tsd = distiller(
+        "yolov8s.yaml", "yolo26n.yaml", one2one_mode=mode, lambda_feat=0, lambda_box=0, **TERMS_ON
+    )
     batch = make_batch(bs=2, boxes_per_image=4)
     preds = student(batch["img"])
     scores = preds["one2one"]["scores"].detach().requires_grad_()
@@ -101,7 +103,7 @@ def test_one_to_one_branch_without_a_teacher_counterpart_is_taught_only_on_its_o
 
 @pytest.mark.parametrize("mode", ["positives", "off", "all"])
 def test_one2one_mode_leaves_the_dense_branch_alone(mode):
-    student, _, tsd = distiller("yolov8s.yaml", "yolo26n.yaml", one2one_mode=mode)
+    student, _, tsd = distiller("yolov8s.yaml", "yolo26n.yaml", one2one_mode=mode, **TERMS_ON)
     step = tsd.step(make_batch(), student(make_batch()["img"]))
     assert "one2many" in step.significance and step.items["dcls_loss"] > 0
     assert ("one2one" in step.significance) == (mode != "off")

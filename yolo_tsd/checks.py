@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ultralytics.utils import DATASETS_DIR, DEFAULT_CFG_DICT, SETTINGS, YAML
+from ultralytics.utils import DEFAULT_CFG_DICT, YAML
 
 from .errors import MissingFileError, UsageError, did_you_mean
+from .ultralytics_internals import dataset_root, weights_dir
 
 ASSETS_HINT = "https://github.com/ultralytics/assets/releases"
 OUR_KEYS = ("teacher", "tsd")  # besides tsd_<setting>
@@ -39,11 +40,11 @@ def resolve_weights(name: str | Path, role: str) -> Path:
             f"teacher={name} is a model definition, not a trained model: a teacher must be a trained Ultralytics "
             "checkpoint (.pt), e.g. runs/detect/train/weights/best.pt. Train one first: yolo train model=... data=..."
         )
-    for candidate in (path, Path(SETTINGS["weights_dir"]) / path.name):
+    for candidate in (path, weights_dir() / path.name):
         if candidate.is_file():
             return candidate
     raise MissingFileError(
-        f"{role}={name}: no such file at {path.resolve()} (nor in Ultralytics' weights_dir {SETTINGS['weights_dir']}). "
+        f"{role}={name}: no such file at {path.resolve()} (nor in Ultralytics' weights_dir {weights_dir()}). "
         f"yolo_tsd never downloads weights. Fetch '{path.name}' on a machine with internet (e.g. from {ASSETS_HINT}) "
         f"or train one, then pass {role}=/path/to/{path.name}."
     )
@@ -67,14 +68,6 @@ def check_keys(overrides: dict[str, Any], extra: tuple[str, ...] = ()) -> None:
             f"unknown argument {hints}. Every 'yolo train' argument is accepted, plus teacher=, tsd= and "
             "tsd_<setting>= (see 'yolo-tsd help')."
         )
-
-
-def dataset_root(spec: dict, yaml_file: Path) -> Path:
-    """The dataset root as Ultralytics resolves it: ``path:`` (else the yaml's folder), then under its datasets dir."""
-    root = Path(spec.get("path") or yaml_file.parent)
-    if not root.is_absolute() and not root.exists():
-        root = (DATASETS_DIR / root).resolve()
-    return root
 
 
 def check_data(data: str | Path | None) -> None:

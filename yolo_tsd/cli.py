@@ -1,7 +1,9 @@
 """The ``yolo-tsd`` command, in Ultralytics' ``key=value`` style (also ``python -m yolo_tsd`` and ``python train.py``).
 
-A refused input ends with one line naming the problem and the fix, and exit status 2; ``TSD_DEBUG=1`` shows the
-traceback instead.
+Training, ``explain``, ``copy-cfg`` and ``help`` are the product's own. ``demo`` and ``bench`` come from the lab
+(``yolo_tsd.bench``), which registers them as entry points of the group ``yolo_tsd.commands`` in ``pyproject.toml``:
+the product finds them by that name and never imports the lab. A refused input ends with one line naming the problem
+and the fix, and exit status 2; ``TSD_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -10,46 +12,59 @@ import inspect
 import os
 import shutil
 import sys
-from importlib import resources
+from collections.abc import Callable
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any
 
-from ultralytics.cfg import merge_equals_args, parse_key_value_pair
 from ultralytics.utils import DEFAULT_CFG_DICT
 
-from .config import PREFIX, TSDConfig
+from .config import METHOD, PREFIX, USER, TSDConfig
 from .errors import UsageError, did_you_mean
+from .ultralytics_internals import cli_pairs, cli_value
 
-COMMANDS = ("train", "demo", "explain", "bench", "copy-cfg", "help")
+OWN_COMMANDS = ("train", "explain", "copy-cfg", "help")
+PLUGIN_GROUP = "yolo_tsd.commands"  # entry points: name -> a function taking the command's remaining argv
 DEBUG_ENV = "TSD_DEBUG"
 
 USAGE = f"""yolo_tsd: task-significance distillation for Ultralytics YOLO
 
 Usage (yolo-tsd, python -m yolo_tsd and python train.py are the same command):
   yolo-tsd model=yolov8n.yaml teacher=path/to/teacher.pt data=my.yaml epochs=100 imgsz=640 batch=16 device=0
-  yolo-tsd demo [epochs=15 teacher=path/to/teacher.pt ...]    # embedded demo: student alone vs distilled
   yolo-tsd resume=path/to/last.pt                            # continue an interrupted distillation run
   yolo-tsd explain teacher=t.pt model=best.pt source=img.jpg [imgsz=640 tsd=... out=runs/tsd_explain]
                                                              # significance pictures for any image
-  yolo-tsd bench [help | key=value ...]                      # the benchmark (python -m yolo_tsd.bench)
   yolo-tsd copy-cfg                                          # write the default settings to ./tsd_copy.yaml
-  yolo-tsd help
+  yolo-tsd demo [help | key=value ...]                       # the embedded demo: student alone vs distilled
+  yolo-tsd bench [help | key=value ...]                      # the benchmark (python -m yolo_tsd.bench)
+  yolo-tsd help [method]
 
 Arguments:
   teacher=PATH        frozen Ultralytics detection checkpoint (.pt), same classes and head levels as the student;
                       never downloaded: a name such as yolov8x.pt must exist on disk
   tsd=PATH            distillation settings YAML, relative to the current folder (default: the built-in defaults,
                       identical to the file copy-cfg writes)
-  {PREFIX}<setting>=V      override one setting, e.g. {PREFIX}lambda_feat=2.0 {PREFIX}split=binary
+  {PREFIX}<setting>=V      override one setting, e.g. {PREFIX}lambda_feat=2.0
   every other key     passed unchanged to Ultralytics' trainer, exactly as with `yolo train`
                       (model, data, epochs, imgsz, batch, device, amp, close_mosaic, resume, ...);
                       Ultralytics' own distill_model=/dis= cannot be combined with teacher=
 
-Demo keys and their defaults (any Ultralytics key also applies to both demo students):
-  {{demo}}
-
-Distillation settings (as {PREFIX}<setting>=value; in a tsd= file without the prefix):
+Settings (as {PREFIX}<setting>=value; in a tsd= file without the prefix):
 """
+METHOD_NOTE = (
+    "\nThe method's constants and ablation switches are set the same way; they are for studying the method, not for "
+    "tuning a run: 'yolo-tsd help method' lists them, docs/method.md explains them.\n"
+)
+
+
+def plugins() -> dict[str, metadata.EntryPoint]:
+    """The commands other parts of the installed package register (the lab's ``demo`` and ``bench``)."""
+    return {ep.name: ep for ep in metadata.entry_points(group=PLUGIN_GROUP)}
+
+
+def commands() -> tuple[str, ...]:
+    """Every command name: the product's own, then the registered ones."""
+    return (*OWN_COMMANDS, *plugins())
 
 
 def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
@@ -60,31 +75,31 @@ def parse(argv: list[str]) -> tuple[str, dict[str, Any]]:
     Raises:
         UsageError: For a positional word that is neither a command nor a boolean key.
     """
-    command, overrides = "train", {}
-    for arg in merge_equals_args(list(argv)):
+    command, overrides, known = "train", {}, commands()
+    for arg in cli_pairs(argv):
         if "=" in arg:
-            key, value = parse_key_value_pair(arg)
+            key, value = cli_value(arg)
             overrides[key] = value
         elif arg in {"help", "-h", "--help"}:
             command = "help"
-        elif arg in COMMANDS:
+        elif arg in known:
             command = arg
         elif isinstance(DEFAULT_CFG_DICT.get(arg), bool):
             overrides[arg] = True
         else:
             raise UsageError(
-                f"'{arg}' is not a command ({', '.join(COMMANDS)}) nor a key=value pair{did_you_mean(arg, COMMANDS)}. "
+                f"'{arg}' is not a command ({', '.join(known)}) nor a key=value pair{did_you_mean(arg, known)}. "
                 "See 'yolo-tsd help'."
             )
     return command, overrides
 
 
-def help_text() -> str:
-    """The full help: usage and every distillation setting with its default and meaning."""
-    from .demo import DEFAULTS
-
-    demo = " ".join(f"{k}={v}" for k, v in DEFAULTS.items())
-    return USAGE.replace("{demo}", demo) + "\n".join(f"  {line}" for line in TSDConfig.help_lines(PREFIX)) + "\n"
+def help_text(tier: str = USER) -> str:
+    """The help: usage and the user's settings, or (``tier=METHOD``) the method's settings."""
+    lines = "\n".join(f"  {line}" for line in TSDConfig.help_lines(PREFIX, tier)) + "\n"
+    if tier == METHOD:
+        return "The method's constants and ablation switches (docs/method.md), as tsd_<setting>=value:\n" + lines
+    return USAGE + lines + METHOD_NOTE
 
 
 def default_cfg_file() -> Path:
@@ -111,13 +126,25 @@ def explain_args(overrides: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
+def plugin(name: str) -> Callable[[list[str]], Any]:
+    """The registered command ``name``, loaded."""
+    found = plugins().get(name)
+    if found is None:
+        raise UsageError(
+            f"'{name}' is registered when the package is installed (pip install -e . in the repository): "
+            "it is not installed here"
+        )
+    return found.load()
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Run a command; a refused input raises ``UsageError`` (``entrypoint`` turns it into one line and status 2)."""
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:
-        from .bench import main as bench
-
-        return bench(argv[1:])
+    if argv[:1] and argv[0] not in OWN_COMMANDS and argv[0] in plugins():
+        return plugin(argv[0])(argv[1:])
+    if argv[:2] == ["help", "method"]:
+        print(help_text(METHOD))
+        return None
     command, overrides = parse(argv)
     if command == "help":
         print(help_text())
@@ -127,17 +154,13 @@ def main(argv: list[str] | None = None) -> Any:
         shutil.copyfile(default_cfg_file(), target)
         print(f"{target} written: edit it and pass tsd={target.name}")
         return target
-    if command == "demo":
-        from .demo import run_demo
-
-        return run_demo(**overrides)
     if command == "explain":
         from .visualize import explain
 
         paths = explain(**explain_args(overrides))
         print("\n".join(str(p) for p in paths))
         return paths
-    from .trainer import TSDTrainer
+    from .training.trainer import TSDTrainer
 
     trainer = TSDTrainer(overrides=overrides)
     trainer.train()
@@ -146,8 +169,13 @@ def main(argv: list[str] | None = None) -> Any:
 
 def entrypoint(argv: list[str] | None = None) -> int:
     """The console command: ``main()``, with a refused input printed as one line and exit status 2."""
+    return exit_status(lambda: main(argv))
+
+
+def exit_status(command: Callable[[], Any]) -> int:
+    """Run ``command``: 0, or 2 with a refused input printed as one line (the traceback with ``TSD_DEBUG=1``)."""
     try:
-        main(argv)
+        command()
     except UsageError as e:
         if os.environ.get(DEBUG_ENV) == "1":
             raise

@@ -1,7 +1,10 @@
 """Distillation settings: one typed dataclass, loaded from ``cfg/tsd.yaml`` and ``tsd_*`` overrides.
 
-The dataclass is the single source of truth: ``cfg/tsd.yaml`` is generated from it (``default_yaml()``)
-and a test keeps the two identical, so every key in the file carries the comment printed by ``train.py help``.
+Two tiers. The **user settings** come first: what a user tunes (the three term weights, the temperature, the trust
+factor, the teacher's precision); README and ``yolo-tsd help`` show them. The **method settings** follow: the paper's
+constants and the ablation switches the benchmark measures, documented with the method (``docs/method.md``) and set
+the same way, but not for tuning a run. The dataclass is the single source of truth: ``cfg/tsd.yaml``, README's and
+``docs/method.md``'s tables are generated from it (``python -m yolo_tsd.config``) and tests keep them identical.
 """
 
 from __future__ import annotations
@@ -13,23 +16,42 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from ultralytics.utils import LOGGER, colorstr
 
 from .errors import MissingFileError, UsageError, did_you_mean
 
 PREFIX = "tsd_"  # command-line prefix for single settings, e.g. tsd_lambda_feat=2.0
+USER, METHOD = "user", "method"  # the two tiers
+# Settings removed in 0.2 (measured without gain: benchmarks/HISTORY.md) and the value whose behaviour was kept. An
+# old settings file or the args.yaml of an earlier run may still hold them: they are ignored with a warning.
+REMOVED = {
+    "feat_norm": "off",
+    "region_norm": "off",
+    "box_anchors": "all",
+    "warmup_epochs": 0.0,
+    "final_scale": 1.0,
+    "close_mosaic_stop": False,
+    "trust_margin": 1.0,
+}
 
 
 def _setting(
-    default: Any, doc: str, lo: float | None = None, hi: float | None = None, choices: tuple = (), whole: bool = False
+    default: Any,
+    doc: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple = (),
+    whole: bool = False,
+    tier: str = METHOD,
 ) -> Any:
-    """Declare one setting: its comment, valid range (``lo``/``hi`` inclusive), allowed values, or ``whole`` numbers."""
-    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "whole": whole}
+    """Declare one setting: its comment, valid range (``lo``/``hi`` inclusive), allowed values, ``whole``, tier."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "whole": whole, "tier": tier}
     return field(default=default, metadata=meta)
 
 
 @dataclass
 class TSDConfig:
-    """Task-significance distillation settings (see ``docs`` in README and the method specification).
+    """Task-significance distillation settings: the user's first, then the method's (``docs/method.md``).
 
     Examples:
         >>> cfg = TSDConfig.load("cfg/tsd.yaml", {"lambda_feat": 2.0})
@@ -37,35 +59,36 @@ class TSDConfig:
         2.0
     """
 
-    # loss weights
-    lambda_feat: float = _setting(1.0, "weight of the neck-feature term (0 disables it)", lo=0)
-    lambda_cls: float = _setting(0.5, "weight of the class-logit term, binary KL on sigmoid outputs", lo=0)
-    lambda_box: float = _setting(0.5, "weight of the box-distribution term (DFL-bin KL, or decoded distances)", lo=0)
+    # the user's settings
+    lambda_feat: float = _setting(1.0, "weight of the neck-feature term (0 disables it)", lo=0, tier=USER)
+    lambda_cls: float = _setting(
+        0.5, "weight of the class-logit term, binary KL on sigmoid outputs (0 disables it)", lo=0, tier=USER
+    )
+    lambda_box: float = _setting(
+        0.5,
+        "weight of the box term: KL over the DFL bins, or decoded distances without them (0 disables it)",
+        lo=0,
+        tier=USER,
+    )
+    temperature: float = _setting(2.0, "logit temperature of the class and box terms", lo=0.05, hi=100, tier=USER)
+    trust: str = _setting(
+        "quality",
+        "quality: follow the teacher only as far as it detects the training objects better than the student "
+        "(the factor 1 - Q_S / Q_T on every term, in results.csv as tsd/trust); off: always follow it",
+        choices=("quality", "off"),
+        tier=USER,
+    )
+    teacher_half: bool = _setting(
+        False,
+        "CUDA only: the teacher in float16 and channels-last (half its memory); ignored with a warning on CPU",
+        tier=USER,
+    )
+    # the method's constants and ablation switches (docs/method.md)
     balance: str = _setting(
         "loss",
         "term scale: loss (each term rescaled by a running ratio of the detection loss to its own size, so that "
-        "lambda is its size as a fraction of the detection loss, whatever the data, model or classes) or off (raw)",
+        "lambda is its size as a fraction of the detection loss) or off (raw terms)",
         choices=("loss", "off"),
-    )
-    trust: str = _setting(
-        "quality",
-        "follow the teacher only as far as it is better: quality (every term times clamp((Q_T - Q_S) / (trust_margin "
-        "* Q_T), 0, 1), Q the running mean over ground-truth objects of each model's best class-and-box alignment on "
-        "the training batches, so a teacher no better than the student is not followed) or off",
-        choices=("quality", "off"),
-    )
-    trust_margin: float = _setting(
-        1.0,
-        "trust=quality: full trust while the student's quality is at least this fraction of the teacher's below it "
-        "(1: the factor is 1 - Q_S / Q_T)",
-        lo=1e-3,
-        hi=1,
-    )
-    feat_norm: str = _setting(
-        "off",
-        "neck features compared after standardising each channel over the batch (channel, as PKD: independent of "
-        "the teacher's feature scale) or as they are (off)",
-        choices=("channel", "off"),
     )
     weighting: str = _setting(
         "tsd",
@@ -73,23 +96,6 @@ class TSDConfig:
         "teacher's class confidence, as Ultralytics' built-in and FGD-style methods)",
         choices=("tsd", "uniform", "teacher_score"),
     )
-    temperature: float = _setting(2.0, "logit temperature tau for the class and DFL-bin terms", lo=0.05, hi=100)
-    box_anchors: str = _setting(
-        "all",
-        "where the box term acts: objects (anchors the teacher's or the student's label assigner makes positive, the "
-        "only places a box is learned; the significance weights still apply) or all (every anchor, weighted)",
-        choices=("objects", "all"),
-    )
-    box_r1: str = _setting(
-        "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
-    )
-    one2one_mode: str = _setting(
-        "positives",
-        "YOLO26 student, teacher without a one-to-one head: distil the student's NMS-free branch on its own "
-        "one-to-one positives only (positives), not at all (off), or on every anchor (all)",
-        choices=("positives", "off", "all"),
-    )
-    # dual-task importance
     importance: str = _setting(
         "both", "tasks scored: both (Sr*Sc), cls (Sr=const) or reg (Sc=const)", choices=("both", "cls", "reg")
     )
@@ -107,7 +113,6 @@ class TSDConfig:
     score_mid: float = _setting(1.5, "score of a near-positive / top-or-right anchor", lo=0)
     score_low: float = _setting(0.4, "score of every other anchor", lo=0)
     top_frac: float = _setting(0.025, "fraction of an image's anchors that counts as top confidence", lo=1e-6, hi=1)
-    # learning condition and selective decoupling
     key_thresh: float = _setting(3.0, "key area: teacher importance >= this", lo=0)
     weak_thresh: float = _setting(1.0, "weak area: teacher minus student importance >= this", lo=0)
     weak_mode: str = _setting(
@@ -121,40 +126,20 @@ class TSDConfig:
     w_high: float = _setting(1.0, "weight of the high region (key and weak)", lo=0)
     w_mid: float = _setting(0.5, "weight of the medium region (key xor weak)", lo=0)
     w_low: float = _setting(0.05, "weight of the low region (everything else)", lo=0)
-    region_norm: str = _setting(
-        "off",
-        "size (each region's weight divided by its anchor count per image and level, so a region's total is its "
-        "weight) or off (the weight is per anchor, so the many low-weight background anchors still count together)",
-        choices=("size", "off"),
-    )
     continuous: bool = _setting(False, "multiply each anchor's weight by the teacher importance")
-    # schedule
-    warmup_epochs: float = _setting(
-        0.0,
-        "ramp the distillation terms linearly from 0 over this many epochs (Ultralytics' own warmup_epochs ramps the "
-        "learning rate)",
-        lo=0,
+    box_r1: str = _setting(
+        "l1", "box term when a model has no DFL bins: l1 on decoded distances or iou", choices=("l1", "iou")
     )
-    final_scale: float = _setting(
-        1.0,
-        "decay the distillation terms linearly over the run toward this fraction of their start, as Ultralytics' lrf "
-        "does the learning rate, so the student ends nearer its labels alone (1: constant)",
-        lo=0,
-        hi=1,
-    )
-    close_mosaic_stop: bool = _setting(False, "stop distilling in Ultralytics' final close_mosaic epochs")
-    # cost
-    teacher_half: bool = _setting(
-        False,
-        "CUDA only: teacher weights in float16 and channels-last (they never train): half the teacher's memory, no "
-        "per-step weight casts under AMP; ignored with a warning on CPU",
+    one2one_mode: str = _setting(
+        "positives",
+        "YOLO26 student, teacher without a one-to-one head: distil the student's NMS-free branch on its own "
+        "one-to-one positives only (positives), not at all (off), or on every anchor (all)",
+        choices=("positives", "off", "all"),
     )
     untrusted_every: int = _setting(
         8,
-        "trust=quality: after an epoch in which the trust factor was 0 on every step (the student already detects as "
-        "well as the teacher), run the teacher on one step in this many only (at most once an epoch); those steps keep "
-        "measuring both models' quality and distil whenever the factor is above 0, and then the teacher is back on "
-        "every step from the next epoch (1: the teacher runs every step)",
+        "trust=quality: after an epoch with the trust factor 0 on every step, the teacher runs on one step in this "
+        "many only (at most once an epoch) until those steps find the student behind again (1: every step)",
         lo=1,
         whole=True,
     )
@@ -195,9 +180,15 @@ class TSDConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def names(cls, tier: str | None = None) -> list[str]:
+        """Setting names in declaration order, all or one tier's (``USER`` or ``METHOD``)."""
+        return [f.name for f in dataclasses.fields(cls) if tier is None or f.metadata["tier"] == tier]
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TSDConfig:
-        """Build from a dict, raising on unknown keys with the list of valid ones."""
-        names = [f.name for f in dataclasses.fields(cls)]
+        """Build from a dict: a removed setting is dropped with a warning, an unknown one refused naming valid ones."""
+        names = cls.names()
+        values = drop_removed(values)
         unknown = sorted(set(values) - set(names))
         if unknown:
             hints = "".join(did_you_mean(k, names) for k in unknown)
@@ -240,39 +231,65 @@ class TSDConfig:
         return cls.from_dict({**values, **(overrides or {})})
 
     @classmethod
-    def help_lines(cls, prefix: str = "") -> list[str]:
-        """Return one ``key: default  # comment`` line per setting, as in ``cfg/tsd.yaml`` (keys with ``prefix``)."""
+    def help_lines(cls, prefix: str = "", tier: str | None = None) -> list[str]:
+        """One ``key: default # comment`` line per setting (all or one tier's), as in ``cfg/tsd.yaml``."""
         lines = []
         for f in dataclasses.fields(cls):
-            default = yaml.safe_dump(f.default, default_flow_style=True).strip().removesuffix("...").strip()
-            lines.append(f"{prefix}{f.name}: {default} # {f.metadata['doc']}")
+            if tier is None or f.metadata["tier"] == tier:
+                default = yaml.safe_dump(f.default, default_flow_style=True).strip().removesuffix("...").strip()
+                lines.append(f"{prefix}{f.name}: {default} # {f.metadata['doc']}")
         return lines
 
 
+def drop_removed(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` without the settings removed in 0.2, warning once and naming each one that was found.
+
+    A removed key that held another value than the behaviour kept is named with what the run now does instead.
+    """
+    found = {k: values[k] for k in REMOVED if k in values}
+    if found:
+        changed = [f"{k}={v} (now as {k}={REMOVED[k]})" for k, v in found.items() if v != REMOVED[k]]
+        LOGGER.warning(
+            f"{colorstr('tsd:')} ignoring settings removed in yolo_tsd 0.2 (measured without gain, "
+            f"benchmarks/HISTORY.md): {', '.join(found)}"
+            + (f"; these held other values than the kept behaviour: {', '.join(changed)}" if changed else "")
+        )
+    return {k: v for k, v in values.items() if k not in REMOVED}
+
+
+METHOD_HEADER = "# The method's constants and ablation switches (docs/method.md): for studying the method, not tuning."
+
+
 def default_yaml() -> str:
-    """Render ``cfg/tsd.yaml`` from the dataclass defaults and comments."""
+    """Render ``cfg/tsd.yaml`` from the dataclass: the user's settings, then the method's."""
     head = "# Task-significance distillation settings for yolo_tsd (generated from yolo_tsd.config.TSDConfig).\n"
-    return head + "\n".join(TSDConfig.help_lines()) + "\n"
+    user, method = TSDConfig.help_lines(tier=USER), TSDConfig.help_lines(tier=METHOD)
+    return head + "\n".join(user) + "\n\n" + METHOD_HEADER + "\n" + "\n".join(method) + "\n"
 
 
-def markdown_table() -> str:
-    """The settings as README's markdown table (a test keeps README's copy identical)."""
+def markdown_table(tier: str = USER) -> str:
+    """One tier's settings as a markdown table (README holds the user's, docs/method.md the method's)."""
     rows = ["| setting | default | meaning |", "|---|---|---|"]
-    for line in TSDConfig.help_lines():
+    for line in TSDConfig.help_lines(tier=tier):
         key, rest = line.split(": ", 1)
         default, doc = rest.split(" # ", 1)
         rows.append(f"| `{key}` | {default} | {doc.replace('|', '&#124;')} |")
     return "\n".join(rows)
 
 
-def regenerate(root: Path) -> None:
-    """Rewrite ``cfg/tsd.yaml`` and README's settings table from the dataclass (after a change to ``TSDConfig``)."""
-    (root / "cfg" / "tsd.yaml").write_text(default_yaml())
-    readme = root / "README.md"
-    text = readme.read_text()
+def replace_table(path: Path, table: str) -> None:
+    """Replace the settings table of a markdown file (the one that starts with the table's header) with ``table``."""
+    text = path.read_text()
     start = text.index("| setting | default | meaning |")
     end = text.index("\n\n", start)
-    readme.write_text(text[:start] + markdown_table() + text[end:])
+    path.write_text(text[:start] + table + text[end:])
+
+
+def regenerate(root: Path) -> None:
+    """Rewrite ``cfg/tsd.yaml``, README's and docs/method.md's settings tables (after a change to ``TSDConfig``)."""
+    (root / "cfg" / "tsd.yaml").write_text(default_yaml())
+    replace_table(root / "README.md", markdown_table(USER))
+    replace_table(root / "docs" / "method.md", markdown_table(METHOD))
 
 
 if __name__ == "__main__":

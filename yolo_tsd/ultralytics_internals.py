@@ -1,43 +1,57 @@
-"""Every dependency of yolo_tsd on Ultralytics' private or undocumented behaviour, in one place.
+"""Every dependency of yolo_tsd on Ultralytics' private or undocumented behaviour, in one place, with named fields.
 
-The rest of the package talks to Ultralytics through its public API (``DetectionTrainer``'s public methods, callbacks,
-``load_checkpoint``, the loss and assigner objects) and through the named helpers below. When Ultralytics changes one
-of these, this is the file to update, and ``check_version`` is what tells a user their version is outside the range
-the project was tested with.
-
-What is private here, and why we need it:
-
-- ``v8DetectionLoss.get_assigned_targets_and_loss`` returns a positional tuple; ``assign`` gives it names and also
-  captures the padded ground truth that the loss's ``preprocess`` built, so nothing pads it a second time.
-- ``E2ELoss`` keeps its branches as ``one2many``/``one2one`` and their weights as ``o2m``/``o2o``: ``branches``.
-- A Detect head returns raw training outputs when its own ``training`` flag is set: ``raw_outputs`` flips it on an
-  eval-mode model so that BatchNorm statistics stay frozen.
-- ``BaseModel.fuse`` calls ``Detect.fuse``, which drops the one-to-many branch of end-to-end heads:
-  ``fuse_keep_branches`` shadows it for one call.
-- ``unwrap_model`` sees through any module with a ``module`` attribute (meant for DDP and DataParallel): the
-  distillation module uses that, so Ultralytics' EMA, NaN recovery, class weights and criterion updates reach the
-  student (``STUDENT_ATTR``).
-- ``BaseTrainer._handle_nan_recovery`` is the only hook into the NaN recovery: ``NanRecoveryHook``.
-- The layout of the optimizer state in a checkpoint (``param_groups`` tagged ``param_group``): ``merge_param_groups``
-  upgrades the state of runs written by yolo_tsd 0.1 (adapters in two extra groups).
-- Ultralytics' built-in distillation keeps its teacher in ``DistillationModel.teacher_model``: ``builtin_teacher``.
+The rest of the package (the lab included) talks to Ultralytics through its public API only: ``YOLO``, the task
+trainers and their public methods and attributes, callbacks, ``DetectionModel``, the default configuration, the
+logger, and the tensor functions of ``ultralytics.utils`` (``PUBLIC_IMPORTS``). Everything else goes through a named
+helper below; ``tests/test_layout.py`` parses the package and fails when any other module uses a name of
+``PRIVATE_ATTRIBUTES`` or ``PRIVATE_KEYS``, or imports from Ultralytics outside ``PUBLIC_IMPORTS``. When Ultralytics
+changes one of these, this is the file to update, and ``check_version`` tells a user their version is outside the
+range the project was tested with.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import ultralytics
+from ultralytics.cfg import cfg2dict, check_dict_alignment, get_cfg, get_save_dir, smart_value
+from ultralytics.cfg import merge_equals_args as _merge_equals_args
+from ultralytics.cfg import parse_key_value_pair as _parse_key_value_pair
+from ultralytics.data.utils import check_det_dataset, img2label_paths
 from ultralytics.nn.modules.head import Detect
-from ultralytics.utils import LOGGER
+from ultralytics.nn.tasks import load_checkpoint
+from ultralytics.utils import DATASETS_DIR, DEFAULT_CFG_DICT, LOGGER, NUM_THREADS, SETTINGS, IterableSimpleNamespace
+from ultralytics.utils.checks import check_model_file_from_stem
+from ultralytics.utils.files import get_latest_run
+from ultralytics.utils.torch_utils import unwrap_model
 
 TESTED_FROM, TESTED_BELOW = "8.4.190", "8.5"  # the range in pyproject.toml: [from, below)
 ALLOW_ENV = "YOLO_TSD_ALLOW_ULTRALYTICS"  # set to 1 to run (with a warning) on an untested Ultralytics version
-STUDENT_ATTR = "module"  # the attribute name Ultralytics' unwrap_model() follows
+STUDENT_ATTR = "module"  # the attribute Ultralytics' unwrap_model() follows (meant for DDP): the wrapped student
+ONE2MANY, ONE2ONE = "one2many", "one2one"  # the branches of an end-to-end head's training output
+# what the rest of the package may import from Ultralytics directly: its documented, public API
+PUBLIC_IMPORTS = {
+    "ultralytics": {"YOLO"},
+    "ultralytics.models.yolo.detect": {"DetectionTrainer"},
+    "ultralytics.nn.tasks": {"DetectionModel"},
+    "ultralytics.utils": {"DEFAULT_CFG", "DEFAULT_CFG_DICT", "LOGGER", "RANK", "YAML", "colorstr"},
+    "ultralytics.utils.metrics": {"bbox_iou"},
+    "ultralytics.utils.ops": {"xywh2xyxy"},
+    "ultralytics.utils.tal": {"dist2bbox"},
+}
+# undocumented attributes and methods of Ultralytics objects, and keys of its dicts, that only this module may touch
+PRIVATE_ATTRIBUTES = (
+    "get_assigned_targets_and_loss", "preprocess", "assigner", "alpha", "beta", "o2m", "o2o", ONE2MANY, ONE2ONE,
+    "reg_max", "cv2", "init_criterion", "teacher_model", "collate_fn", "test_loader", "end2end", "_handle_nan_recovery",
+)  # fmt: skip
+PRIVATE_KEYS = ("scores", "feats", ONE2MANY, ONE2ONE, "optimizer", "param_groups", "train_args", "train_metrics")
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -56,9 +70,6 @@ def version_tuple(version: str) -> tuple[int, ...]:
 def check_version(version: str | None = None) -> None:
     """Refuse an Ultralytics version outside the tested range, unless ``YOLO_TSD_ALLOW_ULTRALYTICS=1`` is set.
 
-    Args:
-        version (str, optional): The version to check; the installed one by default.
-
     Raises:
         RuntimeError: Outside ``[TESTED_FROM, TESTED_BELOW)`` without the override, naming both fixes.
     """
@@ -76,6 +87,9 @@ def check_version(version: str | None = None) -> None:
         f"{message} Install a tested version: pip install 'ultralytics>={TESTED_FROM},<{TESTED_BELOW}', "
         f"or set {ALLOW_ENV}=1 to try anyway."
     )
+
+
+# --- the loss and its label assignment -------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -106,7 +120,7 @@ class Assigned:
 
 
 def assign(criterion: Any, preds: dict, batch: dict) -> Assigned:
-    """Run Ultralytics' detection loss on one branch and return its assignment and the padded ground truth it used.
+    """Run Ultralytics' detection loss on one branch; its assignment and the padded ground truth it built.
 
     The ground truth is padded by the loss's ``preprocess`` (which reads the per-image box count on the host); it is
     captured from that call instead of being built a second time.
@@ -137,6 +151,31 @@ def assign(criterion: Any, preds: dict, batch: dict) -> Assigned:
     )
 
 
+def assign_predictions(
+    criterion: Any, probs: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor, assigned: Assigned
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The branch's label assigner run on other predictions (the teacher's) against ``assigned``'s ground truth.
+
+    Args:
+        criterion (Any): The branch's ``v8DetectionLoss``.
+        probs (torch.Tensor): (B, A, C) class probabilities.
+        boxes (torch.Tensor): (B, A, 4) pixel xyxy boxes.
+        points (torch.Tensor): (A, 2) anchor centres in pixels.
+        assigned (Assigned): The student's assignment, for its padded ground truth.
+
+    Returns:
+        (tuple): (B, A) bool positives and (B, A) index of the assigned ground truth.
+    """
+    gt_labels, gt_mask = assigned.gt_labels.unsqueeze(-1).float(), assigned.gt_mask.unsqueeze(-1).float()
+    _, _, _, fg, idx = criterion.assigner(probs, boxes, points, gt_labels, assigned.gt_boxes, gt_mask)
+    return fg.bool(), idx
+
+
+def alignment_exponents(criterion: Any) -> tuple[float, float]:
+    """The assigner's ``(alpha, beta)``: its alignment metric is ``p ** alpha * IoU ** beta``."""
+    return criterion.assigner.alpha, criterion.assigner.beta
+
+
 @dataclass(frozen=True)
 class Branch:
     """One head branch of the student's Ultralytics loss.
@@ -152,19 +191,81 @@ class Branch:
     gain: float
 
 
-ONE2MANY, ONE2ONE = "one2many", "one2one"
-
-
 def branches(criterion: Any) -> list[Branch]:
-    """The branches of a student's Ultralytics criterion: one for YOLOv8/11, one-to-many then one-to-one for E2ELoss."""
+    """The branches of a student's criterion: one for YOLOv8/11, one-to-many then one-to-one for ``E2ELoss``."""
     if hasattr(criterion, ONE2MANY) and hasattr(criterion, ONE2ONE):
         return [Branch(ONE2MANY, criterion.one2many, criterion.o2m), Branch(ONE2ONE, criterion.one2one, criterion.o2o)]
     return [Branch(None, criterion, 1.0)]
 
 
-def is_end2end(outputs: dict) -> bool:
-    """Whether raw head outputs come from an end-to-end head (one-to-many and one-to-one branches)."""
-    return ONE2ONE in outputs
+def criterion_of(model: torch.nn.Module) -> Any:
+    """A detection model's own Ultralytics criterion, built on first use as its ``loss()`` does."""
+    if getattr(model, "criterion", None) is None:
+        model.criterion = model.init_criterion()
+    return model.criterion
+
+
+def with_default_args(model: torch.nn.Module) -> torch.nn.Module:
+    """Give a loaded model the hyperparameters its criterion reads (``model.args``), Ultralytics' defaults filled in."""
+    args = getattr(model, "args", None) or {}
+    args = args if isinstance(args, dict) else vars(args)
+    model.args = IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, **args})
+    return model
+
+
+# --- the head and its raw outputs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadOutput:
+    """One head branch's raw training outputs, with names for the keys of Ultralytics' dict.
+
+    Attributes:
+        raw (dict): The branch's output as Ultralytics' loss takes it.
+    """
+
+    raw: dict
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(B, A, C) class logits (a view)."""
+        return self.raw["scores"].permute(0, 2, 1)
+
+    @property
+    def box_logits(self) -> torch.Tensor:
+        """(B, 4 * R, A) box outputs: DFL bin logits (``R`` bins per side), or distances when ``R = 1``."""
+        return self.raw["boxes"]
+
+    @property
+    def neck_features(self) -> list[torch.Tensor]:
+        """The neck features that feed the head, one (B, C_l, H_l, W_l) per level."""
+        return self.raw["feats"]
+
+
+def training_outputs(preds: Any) -> dict:
+    """A head's raw training outputs, also from an eval-mode call (which returns ``(decoded, raw)``)."""
+    return preds[1] if isinstance(preds, tuple) else preds
+
+
+def branch_output(preds: dict, name: str | None) -> HeadOutput:
+    """The raw outputs of the student branch ``name`` (None: a single-branch head)."""
+    return HeadOutput(preds[name] if name else preds)
+
+
+def dense_output(preds: dict) -> HeadOutput:
+    """The dense branch of any head: its only one, or the one-to-many branch of an end-to-end head."""
+    return HeadOutput(preds[ONE2MANY] if ONE2MANY in preds else preds)
+
+
+def teacher_output(t_preds: dict, name: str | None) -> tuple[HeadOutput, bool]:
+    """The teacher outputs that teach the student branch ``name``, and whether they are the same kind of branch.
+
+    A one-to-one student branch learns from the teacher's one-to-one branch when it has one; every other student
+    branch learns from the teacher's dense (one-to-many, or only) branch.
+    """
+    if ONE2ONE not in t_preds:
+        return HeadOutput(t_preds), name != ONE2ONE
+    return (HeadOutput(t_preds[ONE2ONE]), True) if name == ONE2ONE else (HeadOutput(t_preds[ONE2MANY]), True)
 
 
 def head(model: torch.nn.Module) -> Detect:
@@ -172,9 +273,24 @@ def head(model: torch.nn.Module) -> Detect:
     return model.model[-1]
 
 
+def is_detect_head(model: torch.nn.Module) -> bool:
+    """Whether the model's head is a plain ``Detect`` (not a segment, pose, OBB or classify head)."""
+    return type(head(model)) is Detect
+
+
 def head_channels(model: torch.nn.Module) -> list[int]:
     """Widths of the neck features that feed the Detect head, one per level."""
     return [branch[0].conv.in_channels for branch in head(model).cv2]
+
+
+def head_strides(model: torch.nn.Module) -> list[float]:
+    """The head's strides, one per level (e.g. ``[8, 16, 32]`` for P3-P5)."""
+    return head(model).stride.tolist()
+
+
+def dfl_bins(model: torch.nn.Module) -> int:
+    """DFL bins per box side of the head (``reg_max``: 16 for YOLOv8/11, 1 for YOLO26, which has no DFL)."""
+    return head(model).reg_max
 
 
 @torch.no_grad()
@@ -196,8 +312,8 @@ def raw_outputs(model: torch.nn.Module, images: torch.Tensor) -> dict:
 def fuse_keep_branches(model: torch.nn.Module) -> torch.nn.Module:
     """Fold BatchNorm into the convolutions with Ultralytics' ``fuse()``, keeping every head branch.
 
-    Ultralytics' inference fusion also calls ``Detect.fuse``, which drops the one-to-many branch of end-to-end heads
-    that the distillation reads; an instance attribute shadows it for this call.
+    ``BaseModel.fuse`` also calls ``Detect.fuse``, which drops the one-to-many branch of end-to-end heads that the
+    distillation reads; an instance attribute shadows it for this call.
     """
     detect = head(model)
     detect.fuse = lambda: None
@@ -208,9 +324,139 @@ def fuse_keep_branches(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def builtin_teacher(model: torch.nn.Module) -> torch.nn.Module | None:
-    """The teacher of Ultralytics' built-in distillation (``DistillationModel.teacher_model``), if ``model`` is one."""
-    return getattr(model, "teacher_model", None)
+def set_end2end(model: torch.nn.Module) -> torch.nn.Module:
+    """Make an end-to-end (YOLO26) model predict with its NMS-free one-to-one head."""
+    model.end2end = True
+    return model
+
+
+# --- checkpoints, weights and data files -----------------------------------------------------------------------------
+
+
+def load_model(path: str | Path) -> torch.nn.Module:
+    """The model of an Ultralytics ``.pt`` checkpoint (its EMA weights when saved by training), on the CPU."""
+    return load_checkpoint(str(path), device="cpu")[0]
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """An Ultralytics checkpoint's dict (``epoch``, ``model``/``ema``, ``optimizer``, ``train_args``, ...)."""
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def checkpoint_epoch(ckpt: dict) -> int | None:
+    """The last finished epoch (0-based) of a checkpoint's dict, None if it records none."""
+    return ckpt.get("epoch")
+
+
+def checkpoint_train_args(path: str | Path) -> dict:
+    """The training arguments a checkpoint was saved with (empty if none were recorded)."""
+    return read_checkpoint(path).get("train_args") or {}
+
+
+def checkpoint_map(path: str | Path) -> float | None:
+    """The box mAP50-95 recorded in a checkpoint by its training run's last validation (None if not recorded)."""
+    return (read_checkpoint(path).get("train_metrics") or {}).get("metrics/mAP50-95(B)")
+
+
+def latest_run() -> Path | None:
+    """The newest ``last.pt`` under the current folder, as Ultralytics' bare ``resume`` finds it (None if none)."""
+    found = get_latest_run()
+    return Path(found) if found else None
+
+
+def model_file(model: str) -> str:
+    """The file name Ultralytics makes of a ``model=`` value (``yolov8n`` -> ``yolov8n.pt``)."""
+    return str(check_model_file_from_stem(model))
+
+
+def weights_dir() -> Path:
+    """Ultralytics' ``weights_dir`` setting, where it keeps downloaded weights."""
+    return Path(SETTINGS["weights_dir"])
+
+
+def dataset_root(spec: dict, yaml_file: Path) -> Path:
+    """A data yaml's root as Ultralytics resolves it: ``path:`` (else the yaml's folder), or under its datasets dir."""
+    root = Path(spec.get("path") or yaml_file.parent)
+    if not root.is_absolute() and not root.exists():
+        root = (DATASETS_DIR / root).resolve()
+    return root
+
+
+def val_source(data: str | Path) -> Any:
+    """A detection data yaml's validation images as Ultralytics resolves them (folder, ``.txt`` list or list)."""
+    return check_det_dataset(str(data))["val"]
+
+
+def label_file(image: str | Path) -> Path:
+    """The YOLO label file of an image, found the Ultralytics way (``images/`` -> ``labels/``, ``.txt``)."""
+    return Path(img2label_paths([str(image)])[0])
+
+
+# --- the trainer ------------------------------------------------------------------------------------------------------
+
+
+def check_train_args(cfg: Any, overrides: dict) -> Path:
+    """Ultralytics' own checks of the training arguments (deprecated keys, types, ranges); the run folder it would use.
+
+    Raises:
+        TypeError | ValueError | SyntaxError: As Ultralytics raises them.
+    """
+    check_dict_alignment(cfg2dict(cfg), overrides)
+    return Path(get_save_dir(get_cfg(cfg, overrides)))
+
+
+@contextmanager
+def hidden_args(args: Any, keys: tuple[str, ...]) -> Iterator[None]:
+    """Remove ``keys`` from a trainer's ``args`` for the block.
+
+    Ultralytics' validators copy the trainer's arguments and refuse the ones they do not know.
+    """
+    saved = {k: getattr(args, k) for k in keys if hasattr(args, k)}
+    for k in saved:
+        delattr(args, k)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(args, k, v)
+
+
+def optimizer_view(student: torch.nn.Module, extra: torch.nn.Module) -> torch.nn.Module:
+    """A module for Ultralytics' ``build_optimizer`` holding the student's layers and ``extra`` (the adapters).
+
+    ``build_optimizer`` groups the parameters of ``unwrap_model(model)``, which for the training module is the student
+    alone; the stand-in holds both (the student's layers under ``model``, the name its head lookup expects) and has no
+    ``module`` attribute to unwrap.
+    """
+    view = torch.nn.Module()
+    view.model, view.adapters = unwrap_model(student).model, extra
+    return view
+
+
+def upgrade_optimizer_state(ckpt: dict, optimizer: torch.optim.Optimizer) -> bool:
+    """Make a checkpoint's optimizer state fit ``optimizer``: True if it fits (maybe after the upgrade below).
+
+    yolo_tsd 0.1 appended the adapters to Ultralytics' optimizer as two extra groups (tagged ``weight`` and ``bias``);
+    they are now ordinary members of Ultralytics' ``weight`` and ``bias`` groups, after the student's parameters. The
+    saved groups are merged the same way so that ``optimizer.load_state_dict`` maps every saved state to its parameter.
+    A state that fits neither way is removed from ``ckpt`` (the optimizer then starts anew) and False returned.
+    """
+    saved = ckpt.get("optimizer")
+    if saved is None:
+        return True
+    groups, current = saved["param_groups"], optimizer.param_groups
+    if len(groups) == len(current):
+        return True
+    if len(groups) == len(current) + 2 and [g.get("param_group") for g in groups[-2:]] == ["weight", "bias"]:
+        merged = [dict(g, params=list(g["params"])) for g in groups[:-2]]
+        for group in groups[-2:]:
+            target = next(g for g in merged if g.get("param_group") == group["param_group"])
+            target["params"] += group["params"]
+        if [len(g["params"]) for g in merged] == [len(g["params"]) for g in current]:
+            saved["param_groups"] = merged
+            return True
+    ckpt["optimizer"] = None
+    return False
 
 
 class NanRecoveryHook:
@@ -231,29 +477,45 @@ class NanRecoveryHook:
         """Restore what Ultralytics' recovery does not know about (override)."""
 
 
-def merge_param_groups(saved: dict, optimizer: torch.optim.Optimizer) -> bool:
-    """Upgrade an optimizer state written by yolo_tsd 0.1 to the current layout, in place.
+def validation_images(trainer: Any, n: int) -> dict:
+    """The first ``n`` validation images and their labels as one collated batch.
 
-    yolo_tsd 0.1 appended the adapters to Ultralytics' optimizer as two extra groups (tagged ``weight`` and ``bias``);
-    they are now ordinary members of Ultralytics' ``weight`` and ``bias`` groups, after the student's parameters. The
-    saved groups are merged the same way so that ``optimizer.load_state_dict`` maps every saved state to its parameter.
-
-    Args:
-        saved (dict): ``ckpt["optimizer"]``, modified in place.
-        optimizer (torch.optim.Optimizer): The optimizer the state will be loaded into.
-
-    Returns:
-        (bool): True if the state was in the old layout and has been merged.
+    Read directly from the validation dataset: the validator's loader and its iterator stay untouched.
     """
-    groups, current = saved["param_groups"], optimizer.param_groups
-    if len(groups) != len(current) + 2 or [g.get("param_group") for g in groups[-2:]] != ["weight", "bias"]:
-        return False
-    extra = groups[-2:]
-    merged = [dict(g, params=list(g["params"])) for g in groups[:-2]]
-    for group in extra:
-        target = next(g for g in merged if g.get("param_group") == group["param_group"])
-        target["params"] += group["params"]
-    if [len(g["params"]) for g in merged] != [len(g["params"]) for g in current]:
-        return False
-    saved["param_groups"] = merged
-    return True
+    dataset = trainer.test_loader.dataset
+    return dataset.collate_fn([dataset[i] for i in range(min(n, len(dataset)))])
+
+
+def builtin_teacher(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The teacher of Ultralytics' built-in distillation (``DistillationModel.teacher_model``), if ``model`` is one."""
+    return getattr(unwrap_model(model), "teacher_model", None)
+
+
+def builtin_distiller(teacher: str | Path, student: torch.nn.Module) -> torch.nn.Module:
+    """Ultralytics' built-in distillation module around ``student`` (its teacher loaded from ``teacher``)."""
+    from ultralytics.nn.distill_model import DistillationModel
+
+    return DistillationModel(teacher_model=str(teacher), student_model=student)
+
+
+# --- the command line -------------------------------------------------------------------------------------------------
+
+
+def cli_pairs(argv: list[str]) -> list[str]:
+    """Ultralytics' joining of ``key = value`` pieces of a command line into ``key=value`` words."""
+    return _merge_equals_args(list(argv))
+
+
+def cli_value(pair: str) -> tuple[str, Any]:
+    """A ``key=value`` word as Ultralytics' ``yolo`` command reads it (numbers, booleans, None, tuples)."""
+    return _parse_key_value_pair(pair)
+
+
+def cli_scalar(text: str) -> Any:
+    """A value as Ultralytics reads one on its command line (``0.5`` a number, ``off`` a word)."""
+    return smart_value(text)
+
+
+def training_threads() -> int:
+    """The CPU threads Ultralytics trains with (``min(8, cores - 1)``)."""
+    return NUM_THREADS

@@ -17,9 +17,9 @@ import torch
 from ultralytics.utils.ops import xywh2xyxy
 
 from .config import TSDConfig
-from .model import TSDModel
-from .teacher import Teacher
-from .ultralytics_internals import raw_outputs
+from .training.model import TSDModel
+from .training.teacher import Teacher
+from .ultralytics_internals import dense_output, label_file, load_model, raw_outputs, with_default_args
 
 PANELS = ("teacher importance", "student importance", "key area", "weak area", "regions: high red, medium orange")
 
@@ -43,7 +43,7 @@ def significance_maps(student: torch.nn.Module, teacher: Teacher, batch: dict, c
     step = TSDModel(student, teacher, cfg).step(batch, preds)
     sig = next(iter(step.significance.values()))  # the dense branch (one-to-many for end-to-end heads)
     flat = {"imp_t": sig.imp_t, "imp_s": sig.imp_s, "key": sig.key, "weak": sig.weak, "region": sig.region}
-    feats = preds["one2many"]["feats"] if "one2many" in preds else preds["feats"]
+    feats = dense_output(preds).neck_features
     sizes = [f.shape[2] * f.shape[3] for f in feats]
     return {
         k: [
@@ -160,8 +160,6 @@ def load_image(path: str | Path, imgsz: int) -> tuple[torch.Tensor, np.ndarray]:
         (tuple): (1, 3, imgsz, imgsz) float image in [0, 1], and (N, 5) ``cls, x, y, w, h`` normalised to the
             letterboxed image (empty when there is no label file).
     """
-    from ultralytics.data.utils import img2label_paths
-
     im = cv2.imread(str(path))
     if im is None:
         raise FileNotFoundError(f"source={path}: not an image file that OpenCV can read")
@@ -172,10 +170,10 @@ def load_image(path: str | Path, imgsz: int) -> tuple[torch.Tensor, np.ndarray]:
     canvas = np.full((imgsz, imgsz, 3), 114, np.uint8)
     canvas[top : top + nh, left : left + nw] = cv2.resize(im, (nw, nh), interpolation=cv2.INTER_LINEAR)
     img = torch.from_numpy(canvas[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
-    label_file = Path(img2label_paths([str(path)])[0])
+    labels_at = label_file(path)
     labels = np.zeros((0, 5), np.float32)
-    if label_file.is_file():
-        rows = np.loadtxt(label_file, ndmin=2, dtype=np.float32)
+    if labels_at.is_file():
+        rows = np.loadtxt(labels_at, ndmin=2, dtype=np.float32)
         if len(rows):
             labels = rows[:, :5].copy()
             labels[:, 1] = (labels[:, 1] * w * r + left) / imgsz
@@ -209,23 +207,20 @@ def explain(
     Returns:
         (list[Path]): One PNG per image, ``tsd_explain_<stem>.png``.
     """
-    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
-    from ultralytics.utils import DEFAULT_CFG_DICT, IterableSimpleNamespace
+    from ultralytics.nn.tasks import DetectionModel
 
     from .checks import resolve_weights
 
     cfg = TSDConfig.load(tsd)
     t = Teacher.load(teacher)
     if str(model).endswith(".pt"):
-        student = load_checkpoint(str(resolve_weights(model, "model")), device="cpu")[0]
+        student = load_model(resolve_weights(model, "model"))
     else:
         student = DetectionModel(str(model), nc=len(t.names), verbose=False)
         student.names = dict(enumerate(t.names))
     t.check_names(student.names)
     t.check_student(student)
-    args = getattr(student, "args", None) or {}
-    args = args if isinstance(args, dict) else vars(args)
-    student.args = IterableSimpleNamespace(**{**DEFAULT_CFG_DICT, **args})
+    with_default_args(student)
     src = Path(source).expanduser()
     files = (
         sorted(p for p in src.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png", ".bmp"})

@@ -24,10 +24,9 @@ def duplicates(weights: str | Path, data: str | Path, imgsz: int, conf: float = 
     Returns:
         (dict): ``dup_per_object`` (mean detections beyond the first) and ``fired_per_object`` (mean detections).
     """
-    from ultralytics.nn.tasks import load_checkpoint
+    from ..ultralytics_internals import load_model, set_end2end
 
-    model = load_checkpoint(str(weights), device="cpu")[0].float().eval()
-    model.end2end = True  # the NMS-free head
+    model = set_end2end(load_model(weights).float().eval())  # the NMS-free head
     images = sorted((Path(data).parent / "images" / "val").iterdir())
     counts = []
     for path in images:

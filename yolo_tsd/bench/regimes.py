@@ -7,6 +7,7 @@ tuned on the ``TUNING`` regimes and validated on every other regime; no setting 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,11 @@ from typing import Any
 from .data import make_dataset
 
 TUNING = ("shapes_tune", "scenes_tune", "finetune_pt_tune")  # settings are chosen on these only
+
+
+def cache_dir() -> Path:
+    """Where generated data, teachers and pretrained students live: ``$YOLO_TSD_CACHE`` or ``~/.cache/yolo_tsd``."""
+    return Path(os.environ.get("YOLO_TSD_CACHE", Path.home() / ".cache" / "yolo_tsd")).expanduser()
 
 
 @dataclass(frozen=True)
@@ -143,7 +149,7 @@ def regime_inputs(
     if teacher is not None:
         from ultralytics.utils import YAML
 
-        from .teacher import Teacher
+        from ..training.teacher import Teacher
 
         Teacher.load(teacher).check_names(YAML.load(data)["names"])
     pre = regime.pretrain or {}

@@ -1,4 +1,4 @@
-"""``python -m yolo_tsd.scalecheck``: what a COCO-scale step costs, measured on the CPU with synthetic batches.
+"""``python -m yolo_tsd.bench scalecheck``: what a COCO-scale step costs, measured on the CPU with synthetic batches.
 
 ``memory``: peak extra memory of the loss part of a step (forward and backward) for Ultralytics' plain loss and for the
 distillation loss, on a COCO-shaped batch (640 px, 80 classes, a chosen number of boxes per image) with a teacher and a
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 DEFAULT_PAIRS = "yolov8x.yaml:yolov8n.yaml,yolo11x.yaml:yolo11n.yaml,yolo26x.yaml:yolo26n.yaml"
-USAGE = f"""Scale check: python -m yolo_tsd.scalecheck (memory | flops) [key=value ...]
+USAGE = f"""Scale check: python -m yolo_tsd.bench scalecheck (memory | flops) [key=value ...]
 
   memory  batches=16,64 boxes=50,300 teacher=yolov8x.yaml student=yolov8n.yaml imgsz=640 out=runs/scalecheck
           [step_batches=16: also whole training steps (student forward and backward included) at these batches]
@@ -52,13 +52,14 @@ def coco_batch(bs: int, boxes: int, imgsz: int = 640, seed: int = 0) -> dict:
 
 def build(cfg: str, seed: int) -> torch.nn.Module:
     """A random-weight detection model with Ultralytics' default hyperparameters, as a trainer builds it."""
-    from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
+
+    from ..ultralytics_internals import with_default_args
 
     torch.manual_seed(seed)
     model = DetectionModel(cfg, nc=NC, verbose=False)
-    model.args, model.names = get_cfg(), {i: str(i) for i in range(NC)}
-    return model
+    model.names = {i: str(i) for i in range(NC)}
+    return with_default_args(model)
 
 
 def status_bytes(key: str) -> int:
@@ -91,9 +92,9 @@ def measure(mode: str, bs: int, boxes: int, teacher_cfg: str, student_cfg: str, 
     the teacher's forward; ``plain_step``/``tsd_step``: a whole training step (student forward, teacher, loss,
     backward), where the order of teacher and student forward shows.
     """
-    from .config import TSDConfig
-    from .model import TSDModel
-    from .teacher import Teacher
+    from ..config import TSDConfig
+    from ..training.model import TSDModel
+    from ..training.teacher import Teacher
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     batch = coco_batch(bs, boxes, imgsz)
@@ -107,7 +108,7 @@ def measure(mode: str, bs: int, boxes: int, teacher_cfg: str, student_cfg: str, 
     student = build(student_cfg, 0).train()
     tsd = TSDModel(student, teacher, TSDConfig())
     if mode.endswith("_step"):
-        tsd.scale = 1.0 if mode == "tsd_step" else 0.0  # 0: Ultralytics' own loss, the teacher does not run
+        tsd.teacher_due = mode == "tsd_step"  # False: Ultralytics' own loss, the teacher does not run
 
         def whole_step():
             loss, _ = tsd(batch)
@@ -125,7 +126,7 @@ def measure(mode: str, bs: int, boxes: int, teacher_cfg: str, student_cfg: str, 
         if mode == "plain":
             loss, _ = tsd.criterion(preds, batch)
         else:
-            loss = tsd.terms.compute(tsd.criterion, preds, batch, t_preds).loss
+            loss = tsd.terms.compute(tsd.criterion, preds, batch, t_preds, tsd.stats).loss
         loss.sum().backward()
 
     step()  # warm-up: lazy initialisation, allocator
@@ -157,7 +158,7 @@ def run_memory(args: dict) -> list[dict]:
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
     rows = []
     for mode, bs, boxes in jobs:
-        cmd = [sys.executable, "-m", "yolo_tsd.scalecheck", "_one", mode, str(bs), str(boxes), *common]
+        cmd = [sys.executable, "-m", "yolo_tsd.bench.scalecheck", "_one", mode, str(bs), str(boxes), *common]
         line = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
         rows.append(json.loads(line))
         print(line, flush=True)
@@ -222,9 +223,9 @@ def count_flops(fn) -> tuple[float, float]:
 
 def pair_flops(teacher_cfg: str, student_cfg: str, batch: dict) -> dict:
     """FLOPs (GFLOP) of the teacher's forward, the student's training step and the distillation terms on ``batch``."""
-    from .config import TSDConfig
-    from .model import TSDModel
-    from .teacher import Teacher
+    from ..config import TSDConfig
+    from ..training.model import TSDModel
+    from ..training.teacher import Teacher
 
     teacher, student = Teacher(build(teacher_cfg, 1)), build(student_cfg, 0).train()
     tsd = TSDModel(student, teacher, TSDConfig())
@@ -240,7 +241,7 @@ def pair_flops(teacher_cfg: str, student_cfg: str, batch: dict) -> dict:
     t_preds = teacher(batch["img"])
 
     def terms_step():
-        tsd.terms.compute(tsd.criterion, preds, batch, t_preds).loss[3:].sum().backward()
+        tsd.terms.compute(tsd.criterion, preds, batch, t_preds, tsd.stats).loss[3:].sum().backward()
 
     terms_model, terms_other = count_flops(terms_step)
     return {

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import TSDConfig
+from ..config import TSDConfig
 
 HIGH, MID, LOW = 0, 1, 2  # region ids
 CHUNK_ELEMENTS = 1 << 23  # anchor x ground-truth pairs per IoU chunk (a few 32 MB float32 temporaries)
@@ -63,8 +63,6 @@ class Significance:
         weight (torch.Tensor): Per-anchor distillation weight.
         quality (torch.Tensor | None): (2,) teacher's and student's mean ``object_quality`` on the batch, where the
             trust factor needs it.
-        objects (torch.Tensor | None): Anchors either model's label assigner made positive (bool), where
-            ``box_anchors=objects`` needs them.
     """
 
     imp_t: torch.Tensor
@@ -74,7 +72,6 @@ class Significance:
     region: torch.Tensor
     weight: torch.Tensor
     quality: torch.Tensor | None = None
-    objects: torch.Tensor | None = None
 
 
 def pairwise_iou(boxes: torch.Tensor, gt: GroundTruth, eps: float = 1e-9) -> torch.Tensor:
@@ -286,15 +283,11 @@ def regions(key: torch.Tensor, weak: torch.Tensor, cfg: TSDConfig) -> torch.Tens
     return torch.where(key & weak, HIGH, torch.where(key ^ weak, MID, low))
 
 
-def anchor_weights(
-    region: torch.Tensor, level: torch.Tensor, n_levels: int, imp_t: torch.Tensor, cfg: TSDConfig
-) -> torch.Tensor:
-    """Per-anchor weight ``w_region / |region|`` (the size counted per image and head level), or ``w_region``.
+def anchor_weights(region: torch.Tensor, imp_t: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
+    """Per-anchor weight: ``w_high``, ``w_mid`` or ``w_low`` by region (times the teacher importance if ``continuous``).
 
     Args:
         region (torch.Tensor): (B, A) region ids.
-        level (torch.Tensor): (A,) head level of each anchor.
-        n_levels (int): Number of head levels (given, not read from ``level``: no device-to-host sync).
         imp_t (torch.Tensor): (B, A) teacher importance (used when ``continuous``).
         cfg (TSDConfig): Settings.
 
@@ -303,17 +296,7 @@ def anchor_weights(
     """
     low = torch.full(region.shape, cfg.w_low, device=region.device)
     w = torch.where(region == HIGH, cfg.w_high, torch.where(region == MID, cfg.w_mid, low))
-    if cfg.region_norm == "size":
-        bucket = level.view(1, -1) * 3 + region  # (B, A): one bucket per level and region
-        counts = torch.zeros(region.shape[0], n_levels * 3, device=region.device)
-        counts.scatter_add_(1, bucket, torch.ones_like(w))
-        w = w / counts.gather(1, bucket)
     return w * imp_t if cfg.continuous else w
-
-
-def anchor_levels(sizes: list[int], device: torch.device) -> torch.Tensor:
-    """Head level of each anchor, in the Detect head's anchor order, from the per-level anchor counts -> (A,)."""
-    return torch.cat([torch.full((n,), i, device=device, dtype=torch.long) for i, n in enumerate(sizes)])
 
 
 def assess(
@@ -324,7 +307,6 @@ def assess(
     s_boxes: torch.Tensor,
     s_assigned: Assignment,
     gt: GroundTruth,
-    level_sizes: list[int],
     cfg: TSDConfig,
 ) -> Significance:
     """Both models' importance, the key and weak areas, regions and per-anchor weights of one head branch.
@@ -337,7 +319,6 @@ def assess(
         s_boxes (torch.Tensor): (B, A, 4) student boxes, pixel xyxy.
         s_assigned (Assignment): The student's assignment, from its own predictions.
         gt (GroundTruth): Padded ground truth.
-        level_sizes (list[int]): Anchors per head level, in anchor order.
         cfg (TSDConfig): Settings.
 
     Returns:
@@ -347,7 +328,7 @@ def assess(
     imp_s = importance(s_logits, s_boxes, s_assigned, gt, cfg)
     key, weak = key_weak_areas(imp_t, imp_s, cfg)
     region = regions(key, weak, cfg)
-    weight = anchor_weights(region, anchor_levels(level_sizes, imp_t.device), len(level_sizes), imp_t, cfg)
+    weight = anchor_weights(region, imp_t, cfg)
     return Significance(imp_t=imp_t, imp_s=imp_s, key=key, weak=weak, region=region, weight=weight)
 
 

@@ -36,22 +36,6 @@ def feature_distance(student: list[torch.Tensor], teacher: list[torch.Tensor]) -
     )
 
 
-def standardize(feat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Each channel to zero mean and unit variance over the batch and positions (PKD's normalisation).
-
-    Args:
-        feat (torch.Tensor): (B, C, H, W) features, any scale.
-        eps (float): Added to the standard deviation, as PKD does (a constant channel maps to 0).
-
-    Returns:
-        (torch.Tensor): Same shape, float32, scale-free: the MSE of two standardised maps is 2 (1 - correlation).
-    """
-    f = feat.float()
-    mean = f.mean((0, 2, 3), keepdim=True)
-    std = f.var((0, 2, 3), keepdim=True, unbiased=False).sqrt()
-    return (f - mean) / (std + eps)
-
-
 def binary_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
     """Binary KL(sigmoid(z_T/tau) || sigmoid(z_S/tau)) summed over classes, times ``tau**2``.
 

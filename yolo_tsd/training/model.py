@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TSDConfig
+from ..config import TSDConfig
+from ..method.losses import FeatureAdapters
+from ..ultralytics_internals import STUDENT_ATTR, criterion_of, dfl_bins, head_channels
 from .criterion import DistillStep, TSDLoss
-from .losses import FeatureAdapters
+from .stats import RunningStats
 from .teacher import Teacher
 from .timing import StepTimer
-from .ultralytics_internals import STUDENT_ATTR, head, head_channels
 
 
 class SharedRef:
@@ -86,7 +87,7 @@ class TSDModel(nn.Module):
 
     Attributes:
         adapters (FeatureAdapters): Student-to-teacher feature adapters, on the student's device and memory format.
-        scale (float): Schedule factor on every distillation term (set each epoch by the trainer).
+        stats (RunningStats): The run's running term sizes, qualities, trust factor and teacher pace.
         teacher_due (bool): Whether this step runs the teacher (set each step by the trainer: False on most steps of an
             epoch that follows one without any trust, ``untrusted_every``); a step without it is Ultralytics' loss.
         timer (StepTimer): Per-part step timing, off unless the benchmark starts it.
@@ -102,12 +103,12 @@ class TSDModel(nn.Module):
         )
         self.teacher_ref = SharedRef(teacher)
         self.cfg = cfg
-        self.scale = 1.0
+        self.stats = RunningStats(cfg)
         self.teacher_due = True
         self.timer = StepTimer()
         self.probe = False  # set for a few steps per epoch: record how the gradient splits between the losses
         self.gradient_stats: list[torch.Tensor] = []  # (detection norm, distillation norm, dot product) per probe
-        self.terms = TSDLoss(self.adapters, (head(student).reg_max, teacher.head.reg_max), cfg, self.timer)
+        self.terms = TSDLoss(self.adapters, (dfl_bins(student), dfl_bins(teacher.model)), cfg, self.timer)
 
     @property
     def student(self) -> nn.Module:
@@ -123,11 +124,6 @@ class TSDModel(nn.Module):
     def stride(self) -> torch.Tensor:
         """The student's strides (Ultralytics reads them from the trained model)."""
         return self.student.stride
-
-    @property
-    def distilling(self) -> bool:
-        """Whether this step distils at all (otherwise the teacher does not run)."""
-        return self.scale > 0 and self.cfg.distils
 
     def forward(self, x: torch.Tensor | dict, *args: Any, **kwargs: Any) -> Any:
         """The loss for a training batch (a dict), else the student's forward."""
@@ -148,14 +144,14 @@ class TSDModel(nn.Module):
         """
         images, device = batch["img"], batch["img"].device
         t_preds = None
-        if self.distilling and self.teacher_due:
+        if self.cfg.distils and self.teacher_due:
             if self.teacher is None:
                 raise RuntimeError("this TSDModel was unpickled without its teacher; build a new one to distil")
             with self.timer("teacher", device):
                 t_preds = self.teacher(images)
         if preds is None:
             preds = self.student(images)
-        step = self.terms.compute(self.criterion, preds, batch, t_preds, self.scale)
+        step = self.terms.compute(self.criterion, preds, batch, t_preds, self.stats)
         if self.probe and step.significance and step.loss.requires_grad:
             self.gradient_stats.append(gradient_split(step.loss, self.student).float())
         return step
@@ -163,6 +159,4 @@ class TSDModel(nn.Module):
     @property
     def criterion(self) -> Any:
         """The student's own Ultralytics criterion (built on first use, as the student's ``loss()`` does)."""
-        if getattr(self.student, "criterion", None) is None:
-            self.student.criterion = self.student.init_criterion()
-        return self.student.criterion
+        return criterion_of(self.student)

@@ -43,18 +43,19 @@ def real_batch(data: str | Path, batch: int, imgsz: int) -> dict:
 
 def build_student(model: str, nc: int, names: dict, args: dict) -> torch.nn.Module:
     """The regime's student as its trainer would build it (a YAML from scratch, or a checkpoint's weights)."""
-    from ultralytics.cfg import get_cfg
-    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+    from ultralytics.nn.tasks import DetectionModel
+
+    from ..ultralytics_internals import load_model, with_default_args
 
     torch.manual_seed(0)
     if model.endswith(".pt"):
-        weights = load_checkpoint(model, device="cpu")[0]
+        weights = load_model(model)
         student = DetectionModel(weights.yaml, nc=nc, verbose=False)
         student.load(weights, verbose=False)
     else:
         student = DetectionModel(model, nc=nc, verbose=False)
-    student.args, student.names = get_cfg(overrides=args), names
-    return student.train()
+    student.args, student.names = args, names
+    return with_default_args(student).train()
 
 
 def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> dict:
@@ -62,18 +63,17 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
 
     ``device=0`` runs on the first GPU (CUDA time is synchronised around each step); the default is the CPU.
     """
-    from ultralytics.nn.distill_model import DistillationModel
-    from ultralytics.utils import NUM_THREADS, YAML
+    from ultralytics.utils import YAML
 
-    from .config import TSDConfig
-    from .demo import cache_dir
-    from .model import TSDModel
-    from .regimes import regime_inputs
-    from .teacher import Teacher
-    from .timing import synced_clock
+    from ..config import TSDConfig
+    from ..training.model import TSDModel
+    from ..training.teacher import Teacher
+    from ..training.timing import synced_clock
+    from ..ultralytics_internals import builtin_distiller, training_threads
+    from .regimes import cache_dir, regime_inputs
 
     device = torch.device("cuda:0" if str(overrides.get("device", "cpu")) in {"0", "cuda"} else "cpu")
-    torch.set_num_threads(NUM_THREADS)  # what Ultralytics' trainer uses on a CPU, so the step matches training
+    torch.set_num_threads(training_threads())  # what Ultralytics' trainer uses on a CPU, so the step matches training
     cache = cache_dir()  # a teacher not yet trained is trained once, its run folder kept beside the checkpoint
     data, teacher_path, student_args = regime_inputs(regime, cache, {"device": "cpu", "project": str(cache / "runs")})
     student_args = {**student_args, **{k: v for k, v in overrides.items() if k != "device"}}
@@ -87,7 +87,7 @@ def run_overhead(regime: str = "shapes", rounds: int = 15, **overrides: Any) -> 
     def make(kind: str):
         student = build_student(student_args["model"], len(names), names, args).to(device)
         if kind == "builtin":
-            wrapped = DistillationModel(teacher_model=str(teacher_path), student_model=student).train()
+            wrapped = builtin_distiller(teacher_path, student).train()
             return lambda: wrapped.loss(batch)[0].sum().backward()
         tsd = TSDModel(student, teacher, tsd_cfg)
         if kind == "tsd":

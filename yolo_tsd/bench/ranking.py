@@ -36,7 +36,7 @@ def matched_pairs(
         gt_boxes (np.ndarray): (M, 4) objects' xyxy boxes, in the same units.
         gt_classes (np.ndarray): (M,) their classes.
     """
-    from .e2e import iou_matrix
+    from .one2one import iou_matrix
 
     if not len(boxes) or not len(gt_boxes):
         return np.zeros(0), np.zeros(0)
@@ -57,15 +57,16 @@ def score_ranking(weights: str | Path, data: str | Path, imgsz: int, device: str
         object by >= 0.5, per object: above 1 means duplicates survive NMS).
     """
     from ultralytics import YOLO
-    from ultralytics.data.utils import check_det_dataset, img2label_paths
+
+    from ..ultralytics_internals import label_file, val_source
 
     model = YOLO(str(weights))
     metrics = model.val(data=str(data), imgsz=imgsz, plots=False, device=device, verbose=False, save_json=False)
     ap = metrics.box.all_ap.mean(0)  # per IoU threshold 0.5, 0.55, ..., 0.95
-    val = check_det_dataset(str(data))["val"]
+    val = val_source(data)
     scores, ious, objects = [], [], 0
     for res in model.predict(val, imgsz=imgsz, conf=0.001, iou=0.7, device=device, stream=True, verbose=False):
-        label = Path(img2label_paths([res.path])[0])
+        label = label_file(res.path)
         rows = np.loadtxt(label, ndmin=2) if label.is_file() and label.stat().st_size else np.zeros((0, 5))
         h, w = res.orig_shape
         xc, yc, bw, bh = (rows[:, i] for i in range(1, 5))

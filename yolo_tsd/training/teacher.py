@@ -8,13 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from ultralytics.nn.modules.head import Detect
-from ultralytics.nn.tasks import load_checkpoint
 from ultralytics.utils import LOGGER
 
-from .checks import resolve_weights
-from .errors import UsageError
-from .ultralytics_internals import fuse_keep_branches, head, raw_outputs
+from ..checks import resolve_weights
+from ..errors import UsageError
+from ..ultralytics_internals import (
+    fuse_keep_branches,
+    head,
+    head_strides,
+    is_detect_head,
+    load_model,
+    raw_outputs,
+)
 
 
 def names_list(names: dict | list) -> list[str]:
@@ -36,7 +41,7 @@ class Teacher:
 
     def __init__(self, model: torch.nn.Module, path: str = ""):
         """Freeze ``model`` and keep it in eval mode."""
-        if type(head(model)) is not Detect:
+        if not is_detect_head(model):
             raise UsageError(
                 f"teacher={path or type(model).__name__} is not a detection model: its head is "
                 f"{type(head(model)).__name__}, not Detect. Pass a checkpoint trained with task=detect."
@@ -52,7 +57,7 @@ class Teacher:
         """Load a teacher checkpoint with Ultralytics' own loader, with a clear error for a bad file."""
         file = resolve_weights(path, "teacher")
         try:
-            model, _ = load_checkpoint(str(file.resolve()), device="cpu")  # absolute: no re-download by name
+            model = load_model(file.resolve())  # absolute: no re-download by name
         except Exception as e:
             raise UsageError(
                 f"teacher={path} could not be loaded as an Ultralytics checkpoint ({type(e).__name__}: {e}). "
@@ -61,11 +66,6 @@ class Teacher:
         if not isinstance(model, torch.nn.Module) or not hasattr(model, "model"):
             raise UsageError(f"teacher={path} holds no Ultralytics model; pass weights/best.pt of a detection run")
         return cls(model, str(file.resolve()))  # absolute: valid for resume from another folder
-
-    @property
-    def head(self) -> Detect:
-        """The teacher's Detect head."""
-        return head(self.model)
 
     @property
     def names(self) -> list[str]:
@@ -98,7 +98,7 @@ class Teacher:
 
     def check_student(self, student: torch.nn.Module) -> None:
         """Raise a ``ValueError`` if the student's head levels (strides) differ from the teacher's."""
-        ts, ss = self.head.stride.tolist(), head(student).stride.tolist()
+        ts, ss = head_strides(self.model), head_strides(student)
         if ts != ss:
             raise UsageError(
                 f"teacher and student have different head levels: teacher strides {ts} vs student strides {ss}. "

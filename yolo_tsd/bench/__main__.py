@@ -1,0 +1,7 @@
+"""``python -m yolo_tsd.bench``: the benchmark command."""
+
+import sys
+
+from .cli import entrypoint
+
+sys.exit(entrypoint())

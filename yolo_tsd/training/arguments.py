@@ -1,0 +1,96 @@
+"""Our keys among Ultralytics' training arguments: split them off, take a resumed run's own, refuse what conflicts.
+
+Everything here runs before Ultralytics creates a run folder; a refusal is a ``UsageError`` naming the problem and
+the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
+
+from ..checks import check_data, check_keys, resolve_weights
+from ..config import PREFIX, TSDConfig
+from ..errors import MissingFileError, UsageError
+from ..ultralytics_internals import check_train_args, checkpoint_train_args, latest_run, model_file
+
+OUR_ARGS = ("teacher", "tsd")  # recorded in the trainer's args (DDP relaunch, resume), hidden from its validator
+
+
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
+    """Separate our keys from Ultralytics' ones.
+
+    Returns:
+        (tuple): Ultralytics overrides, ``teacher``, ``tsd`` source, and the single ``tsd_*`` settings.
+    """
+    ul = dict(overrides)
+    teacher, tsd = ul.pop("teacher", None), ul.pop("tsd", None)
+    singles = {k[len(PREFIX) :]: ul.pop(k) for k in list(ul) if k.startswith(PREFIX)}
+    return ul, teacher, tsd, singles
+
+
+def saved_run_args(resume: str | bool) -> dict:
+    """``train_args`` of the checkpoint a resume continues from (empty if it cannot be read here)."""
+    path = Path(resume) if isinstance(resume, (str, Path)) and Path(resume).is_file() else latest_run()
+    return checkpoint_train_args(path) if path and path.is_file() else {}
+
+
+def run_settings(overrides: dict[str, Any], teacher: Any, tsd: Any) -> tuple[dict[str, Any], str, TSDConfig]:
+    """Ultralytics' arguments, the teacher and the distillation settings of a run, checked.
+
+    A resumed run keeps its own settings (as Ultralytics' resume keeps its arguments) and its teacher, unless the
+    teacher file is given again (it may have moved). Ultralytics' built-in distillation cannot be combined.
+
+    Args:
+        overrides (dict): Every argument given, ours included.
+        teacher (Any): ``teacher=`` given outside ``overrides`` (Python API), or None.
+        tsd (Any): ``tsd=`` given outside ``overrides``, or None.
+
+    Returns:
+        (tuple): Ultralytics' overrides, the teacher path, and the validated ``TSDConfig``.
+    """
+    overrides, o_teacher, o_tsd, singles = split_overrides(overrides)
+    teacher, tsd = o_teacher or teacher, o_tsd if o_tsd is not None else tsd
+    if overrides.get("resume") is True and str(overrides.get("model", "")).endswith(".pt"):
+        overrides["resume"] = overrides["model"]  # `resume model=last.pt`, as Ultralytics' Model.train reads it
+    resume = overrides.get("resume")
+    if isinstance(resume, str) and not Path(resume).is_file():
+        raise MissingFileError(f"resume={resume}: no such checkpoint; pass the interrupted run's weights/last.pt")
+    if resume:
+        saved = saved_run_args(resume)
+        if saved.get("tsd") is not None:
+            if tsd is not None or singles:
+                LOGGER.warning(f"{colorstr('tsd:')} resume keeps the run's distillation settings; ignoring tsd=")
+            tsd, singles = saved["tsd"], {}
+        teacher = teacher or saved.get("teacher")
+    cfg = TSDConfig.load(tsd, singles)
+    dis = overrides.get("dis", DEFAULT_CFG_DICT["dis"])  # the default arrives in every DDP relaunch and resume
+    if overrides.get("distill_model") is not None or dis != DEFAULT_CFG_DICT["dis"]:
+        raise UsageError(
+            "distill_model=/dis= select Ultralytics' built-in distillation; yolo_tsd distils with teacher=. "
+            "Use one of the two, never both: drop distill_model and dis."
+        )
+    if not teacher:
+        raise UsageError("teacher= is required: pass teacher=path/to/teacher.pt (an Ultralytics detection .pt)")
+    return overrides, teacher, cfg
+
+
+def check_new_run(cfg: Any, overrides: dict[str, Any]) -> Path:
+    """Check a new run's arguments, model and data before any folder exists; the run folder Ultralytics will make.
+
+    Raises:
+        UsageError: An unknown key (with the closest spelling), a value Ultralytics refuses, weights that would be
+            downloaded, or a data yaml whose images are missing.
+    """
+    check_keys(overrides)
+    try:
+        run_dir = check_train_args(cfg, overrides)
+    except (TypeError, ValueError, SyntaxError) as e:  # a value of the wrong type or out of range
+        raise UsageError(str(e)) from e
+    model = model_file(overrides.get("model") or "yolov8n.yaml")
+    if model.endswith(".pt"):
+        resolve_weights(model, "model")  # fail fast instead of Ultralytics' download attempts
+    check_data(overrides.get("data"))
+    return run_dir
