@@ -153,6 +153,37 @@ def test_teacher_that_does_not_fit(capsys, tmp_path, data_yaml):
     refuse(capsys, tmp_path, "different head levels: teacher strides [4.0, 8.0, 16.0, 32.0]", base(data_yaml, p2))
 
 
+@pytest.mark.parametrize("model", ["yolov8n-seg.yaml", "yolo11n-pose.yaml", "yolo26n-obb.yaml", "yolov8n-cls.yaml"])
+def test_a_student_of_another_task_is_refused_before_training(capsys, tmp_path, data_yaml, teacher_pt, model):
+    task = {"seg": "segment", "pose": "pose", "obb": "obb", "cls": "classify"}[model.split("-")[1].split(".")[0]]
+    msg = refuse(capsys, tmp_path, f"model={model} is a {task} model", base(data_yaml, teacher_pt, model=model))
+    assert "detection students only" in msg and "model=yolov8n.yaml" in msg
+
+
+def test_a_seg_checkpoint_or_task_argument_is_refused_too(capsys, tmp_path, data_yaml, teacher_pt):
+    from ultralytics.nn.tasks import SegmentationModel
+
+    seg = tmp_path / "seg.pt"
+    torch.save({"ema": SegmentationModel("yolov8n-seg.yaml", nc=5, verbose=False), "train_args": {}}, seg)
+    refuse(capsys, tmp_path, "is a segment model", base(data_yaml, teacher_pt, model=seg))
+    refuse(
+        capsys,
+        tmp_path,
+        "task=pose: yolo_tsd distils detection students only",
+        base(data_yaml, teacher_pt, task="pose"),
+    )
+
+
+def test_quantization_aware_training_is_refused_before_training(capsys, tmp_path, data_yaml, teacher_pt):
+    msg = refuse(
+        capsys,
+        tmp_path,
+        "quantize=8 (Ultralytics' quantization-aware training)",
+        base(data_yaml, teacher_pt, quantize=8),
+    )
+    assert "does not work with distillation yet" in msg
+
+
 def test_student_weights_offline(capsys, tmp_path, data_yaml, teacher_pt):
     refuse(capsys, tmp_path, "model=yolov8n.pt: no such file", base(data_yaml, teacher_pt, model="yolov8n.pt"))
 

@@ -26,7 +26,7 @@ from ultralytics.cfg import merge_equals_args as _merge_equals_args
 from ultralytics.cfg import parse_key_value_pair as _parse_key_value_pair
 from ultralytics.data.utils import check_det_dataset, img2label_paths
 from ultralytics.nn.modules.head import Detect
-from ultralytics.nn.tasks import load_checkpoint
+from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
 from ultralytics.utils import DATASETS_DIR, DEFAULT_CFG_DICT, LOGGER, NUM_THREADS, SETTINGS, IterableSimpleNamespace
 from ultralytics.utils.checks import check_model_file_from_stem
 from ultralytics.utils.files import get_latest_run
@@ -367,6 +367,21 @@ def latest_run() -> Path | None:
 def model_file(model: str) -> str:
     """The file name Ultralytics makes of a ``model=`` value (``yolov8n`` -> ``yolov8n.pt``)."""
     return str(check_model_file_from_stem(model))
+
+
+def model_task(model: str | Path) -> str | None:
+    """The task of a ``model=`` value (``detect``, ``segment``, ``pose``, ``obb``, ...), None if it cannot be read here.
+
+    From a checkpoint's model, or from the head of a model YAML (Ultralytics' own files included), as Ultralytics
+    guesses it.
+    """
+    try:
+        if str(model).endswith(".pt"):
+            ckpt = read_checkpoint(model)
+            return guess_model_task(ckpt.get("ema") or ckpt.get("model"))
+        return guess_model_task(yaml_model_load(model))
+    except Exception:  # a file Ultralytics will refuse in its own words
+        return None
 
 
 def weights_dir() -> Path:

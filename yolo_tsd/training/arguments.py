@@ -14,7 +14,7 @@ from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
 from ..checks import check_data, check_keys, resolve_weights
 from ..config import PREFIX, TSDConfig
 from ..errors import MissingFileError, UsageError
-from ..ultralytics_internals import check_train_args, checkpoint_train_args, latest_run, model_file
+from ..ultralytics_internals import check_train_args, checkpoint_train_args, latest_run, model_file, model_task
 
 OUR_ARGS = ("teacher", "tsd")  # recorded in the trainer's args (DDP relaunch, resume), hidden from its validator
 
@@ -91,6 +91,30 @@ def check_new_run(cfg: Any, overrides: dict[str, Any]) -> Path:
         raise UsageError(str(e)) from e
     model = model_file(overrides.get("model") or "yolov8n.yaml")
     if model.endswith(".pt"):
-        resolve_weights(model, "model")  # fail fast instead of Ultralytics' download attempts
+        model = str(resolve_weights(model, "model"))  # fail fast instead of Ultralytics' download attempts
+    check_supported(model, overrides)
     check_data(overrides.get("data"))
     return run_dir
+
+
+def check_supported(model: str, overrides: dict[str, Any]) -> None:
+    """Refuse, before any run folder, what does not work with distillation yet.
+
+    A student of another task than detection (it would train an epoch as a detector, then fail in validation), and
+    Ultralytics' quantization-aware training (``quantize=``, which cannot prepare the wrapped student).
+    """
+    given = overrides.get("task") not in (None, "detect")
+    task = overrides["task"] if given else model_task(model)
+    if task not in (None, "detect"):
+        what = f"task={task}" if given else f"model={overrides.get('model')} is a {task} model"
+        raise UsageError(
+            f"{what}: yolo_tsd distils detection students only for now ({task} students are planned). Use a "
+            "detection model and teacher, e.g. model=yolov8n.yaml, or train this one without distillation with yolo "
+            "train."
+        )
+    if overrides.get("quantize"):
+        raise UsageError(
+            f"quantize={overrides['quantize']} (Ultralytics' quantization-aware training) does not work with "
+            "distillation yet. Distil without it, then run Ultralytics' own QAT on the distilled best.pt "
+            "(yolo train model=.../best.pt data=... quantize=8)."
+        )
