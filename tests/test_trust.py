@@ -119,7 +119,7 @@ def epoch_of_steps(trainer):
     return due
 
 
-def schedule_only(batches=8, **settings):
+def pace_only(batches=8, **settings):
     """A stand-in trainer holding only what the pace callbacks read and set."""
     cfg = TSDConfig(**settings)
     tsd_model = SimpleNamespace(stats=RunningStats(cfg), teacher_due=True, probe=False)
@@ -138,7 +138,7 @@ AHEAD, BEHIND = (0.5, 0.6), (0.8, 0.2)  # (teacher, student) quality: the studen
 
 
 def test_an_untrusted_teacher_runs_on_one_step_in_n_until_the_student_falls_behind():
-    trainer = schedule_only(untrusted_every=4)
+    trainer = pace_only(untrusted_every=4)
     running = trainer.tsd_model.stats
     assert epoch_of_steps(trainer) == [True] * 8  # nothing measured yet: the teacher runs on every step
     steps(running, *[AHEAD] * 8)
@@ -164,7 +164,7 @@ def test_an_untrusted_teacher_runs_on_one_step_in_n_until_the_student_falls_behi
 
 def test_an_epoch_that_starts_again_keeps_its_pace():
     """Ultralytics' first-epoch out-of-memory retry restarts the epoch: its unfinished try's factors decide nothing."""
-    trainer = schedule_only(untrusted_every=4)
+    trainer = pace_only(untrusted_every=4)
     running = trainer.tsd_model.stats
     update_pace(trainer)
     steps(running, AHEAD, AHEAD)  # two steps at trust 0, then the epoch starts again
@@ -180,7 +180,7 @@ def test_an_epoch_that_starts_again_keeps_its_pace():
 def test_a_restarted_epoch_reports_the_trust_of_its_own_steps_only():
     """results.csv's ``tsd/trust`` of an epoch that starts again (out-of-memory retry): the mean over the steps of the
     try that finished, not over the unfinished try's steps too, even when those trusted the teacher."""
-    trainer = schedule_only()
+    trainer = pace_only()
     running = trainer.tsd_model.stats
     update_pace(trainer)
     steps(running, BEHIND, BEHIND)  # the unfinished try: the teacher far ahead, factor 0.75
@@ -195,10 +195,10 @@ def test_a_restarted_epoch_reports_the_trust_of_its_own_steps_only():
 
 
 def test_the_teacher_rests_at_most_for_an_epoch_and_its_gradient_probes_fall_on_its_steps():
-    trainer = schedule_only(batches=32, untrusted_every=100)
+    trainer = pace_only(batches=32, untrusted_every=100)
     steps(trainer.tsd_model.stats, AHEAD)
     assert epoch_of_steps(trainer) == [True] + [False] * 31  # beyond the batches of an epoch: once an epoch
-    trainer = schedule_only(batches=32, untrusted_every=4)
+    trainer = pace_only(batches=32, untrusted_every=4)
     for expected_teacher_steps in (32, 8):
         due, probes = [], []
         update_pace(trainer)
@@ -226,7 +226,7 @@ def test_restored_running_statistics_replace_the_current_ones():
 
 
 def test_without_the_trust_factor_the_teacher_never_rests():
-    trainer = schedule_only(trust="off", untrusted_every=4)
+    trainer = pace_only(trust="off", untrusted_every=4)
     epoch_of_steps(trainer)
     trainer.tsd_model.stats.update(torch.ones(()), torch.ones(3), None)  # trust=off measures no quality
     assert epoch_of_steps(trainer) == [True] * 8

@@ -50,7 +50,7 @@ class RunningStats:
         qualities (torch.Tensor | None): Running (teacher, student) mean object quality.
         trust (torch.Tensor): The trust factor in force (a device tensor after the first step; 1 with ``trust=off``).
         trust_total (torch.Tensor): (sum of the factor, steps) since the last ``take_trust_sum()``.
-        pace (int): The teacher runs on one training step in this many (set by the schedule callback each epoch).
+        pace (int): The teacher runs on one training step in this many (set by the pace callback each epoch).
     """
 
     def __init__(self, cfg: TSDConfig):
