@@ -50,3 +50,13 @@ def plain_run(data_yaml, tmp_path_factory):
     trainer = DetectionTrainer(overrides=overrides)
     trainer.train()
     return trainer
+
+
+@pytest.fixture(scope="session")
+def pool(data_yaml, tmp_path_factory) -> Path:
+    """An unlabeled pool: the generated validation images, without their labels."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("pool") / "images"
+    shutil.copytree(data_yaml.parent / "images" / "val", folder)
+    return folder

@@ -29,10 +29,10 @@ trainer.epoch, trainer.tsd_model, trainer.train_loader = 1, SimpleNamespace(stat
 trainer.run_callbacks("on_train_epoch_start")  # what the worker does at each epoch start
 print("REBUILT", json.dumps({"teacher": trainer.teacher.path, "tsd": trainer.tsd.to_dict(),
       "args_teacher": trainer.args.teacher, "epochs": trainer.args.epochs, "n_pace": n_pace,
-      "pace": running.pace}))"""
+      "pace": running.pace, "pool": len(trainer.pool.files)}))"""
 
 
-def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_pt, tmp_path):
+def test_ddp_relaunch_rebuilds_the_same_teacher_settings_and_pool(data_yaml, teacher_pt, pool, tmp_path):
     trainer = TSDTrainer(
         overrides=dict(
             model="yolov8n.yaml",
@@ -44,6 +44,7 @@ def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_
             teacher=str(teacher_pt),
             tsd_lambda_cls=0.3,
             tsd_weak_mode="abs",
+            unlabeled=str(pool),
         )
     )
     file = Path(generate_ddp_file(trainer))  # what Ultralytics writes for its torch.distributed.run workers
@@ -61,6 +62,7 @@ def test_ddp_relaunch_rebuilds_the_same_teacher_and_settings(data_yaml, teacher_
     assert rebuilt["tsd"] == trainer.tsd.to_dict() and rebuilt["tsd"]["lambda_cls"] == 0.3
     assert rebuilt["epochs"] == 7
     assert rebuilt["n_pace"] == 1 and rebuilt["pace"] == 3  # the pace callback runs once, on the worker's trainer
+    assert rebuilt["pool"] == 8  # the unlabeled pool too (each worker then reads its own share)
     assert state_size < 1_000_000  # the pickled relaunch state carries no trainer, hence no teacher weights
 
 

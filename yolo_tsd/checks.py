@@ -11,10 +11,10 @@ from typing import Any
 from ultralytics.utils import DEFAULT_CFG_DICT, YAML
 
 from .errors import MissingFileError, UsageError, did_you_mean
-from .ultralytics_internals import dataset_root, weights_dir
+from .ultralytics_internals import dataset_root, image_files, weights_dir
 
 ASSETS_HINT = "https://github.com/ultralytics/assets/releases"
-OUR_KEYS = ("teacher", "tsd")  # besides tsd_<setting>
+OUR_KEYS = ("teacher", "tsd", "unlabeled")  # besides tsd_<setting>
 
 
 def resolve_weights(name: str | Path, role: str) -> Path:
@@ -108,3 +108,48 @@ def check_data(data: str | Path | None) -> None:
                 f"data={data}: {split}: images not found at {root / entry}. Fix path: (now {spec.get('path')!r}) or "
                 f"{split}: in the yaml so that they point at your images."
             )
+
+
+def unlabeled_source(given: Any, data: str | Path | None) -> list[str] | None:
+    """Where the unlabeled images are, as absolute paths; None when nothing names a pool.
+
+    ``unlabeled=`` (relative to the current folder), else the data yaml's ``unlabeled:`` key (relative to the dataset's
+    root, as ``train:`` is).
+    """
+    if given:
+        return [str(Path(p).expanduser().resolve()) for p in (given if isinstance(given, (list, tuple)) else [given])]
+    if not data or not str(data).endswith((".yaml", ".yml")) or not Path(data).is_file():
+        return None
+    spec = YAML.load(Path(data))
+    entries = spec.get("unlabeled") if isinstance(spec, dict) else None
+    if not entries:
+        return None
+    root = dataset_root(spec, Path(data))
+    return [str((root / p).resolve()) for p in (entries if isinstance(entries, list) else [entries])]
+
+
+def check_unlabeled(source: list[str], teacher: Any) -> list[str]:
+    """The pool's image files, or a refusal naming the problem: a path that does not exist, no images, no teacher.
+
+    Args:
+        source (list[str]): The pool's folders, ``.txt`` lists or images (``unlabeled_source``).
+        teacher (Any): The ``teacher=`` argument.
+
+    Raises:
+        UsageError: Without a teacher, with a missing path or without any image.
+    """
+    if not teacher:
+        raise UsageError(
+            f"unlabeled={source[0] if len(source) == 1 else source} needs teacher=path/to/teacher.pt: without a "
+            "teacher nothing can be learned from images without labels"
+        )
+    missing = [p for p in source if not Path(p).exists()]
+    if missing:
+        raise MissingFileError(f"unlabeled={missing[0]}: no such folder, list or image; pass unlabeled=path/to/images")
+    files = image_files(source)
+    if not files:
+        raise UsageError(
+            f"unlabeled={source[0] if len(source) == 1 else source}: no images found (folders are searched "
+            "recursively; a .txt file lists one image path a line)"
+        )
+    return files

@@ -44,6 +44,8 @@ Arguments:
                       never downloaded: a name such as yolov8x.pt must exist on disk
   tsd=PATH            distillation settings YAML, relative to the current folder (default: the built-in defaults,
                       identical to the file copy-cfg writes)
+  unlabeled=PATH      images without labels (folder, .txt list or list; or unlabeled: in the data yaml), distilled
+                      against the teacher's confident detections (docs/method.md section 9; not yet benchmarked)
   {PREFIX}<setting>=V      override one setting, e.g. {PREFIX}lambda_feat=2.0
   every other key     passed unchanged to Ultralytics' trainer, exactly as with `yolo train`
                       (model, data, epochs, imgsz, batch, device, amp, close_mosaic, resume, ...);

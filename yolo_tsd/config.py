@@ -83,6 +83,13 @@ class TSDConfig:
         "CUDA only: the teacher in float16 and channels-last (half its memory); ignored with a warning on CPU",
         tier=USER,
     )
+    unlabeled_ratio: float = _setting(
+        1.0,
+        "with unlabeled=: pool images appended to each batch per labeled image (0: the pool is not used)",
+        lo=0,
+        hi=16,
+        tier=USER,
+    )
     # the method's constants and ablation switches (docs/method.md)
     balance: str = _setting(
         "loss",
@@ -135,6 +142,12 @@ class TSDConfig:
         "YOLO26 student, teacher without a one-to-one head: distil the student's NMS-free branch on its own "
         "one-to-one positives only (positives), not at all (off), or on every anchor (all)",
         choices=("positives", "off", "all"),
+    )
+    unlabeled_conf: float = _setting(
+        0.25,
+        "unlabeled images: the teacher's detections (after NMS) at least this confident are their ground truth",
+        lo=0,
+        hi=1,
     )
     untrusted_every: int = _setting(
         8,

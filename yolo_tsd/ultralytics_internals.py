@@ -13,23 +13,38 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import copy
 from dataclasses import dataclass
+from multiprocessing.pool import ThreadPool
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import ultralytics
 from ultralytics.cfg import cfg2dict, check_dict_alignment, get_cfg, get_save_dir, smart_value
 from ultralytics.cfg import merge_equals_args as _merge_equals_args
 from ultralytics.cfg import parse_key_value_pair as _parse_key_value_pair
-from ultralytics.data.utils import check_det_dataset, img2label_paths
+from ultralytics.data import YOLODataset, build_dataloader
+from ultralytics.data.utils import IMG_FORMATS, check_det_dataset, check_image, img2label_paths
 from ultralytics.nn.modules.head import Detect
 from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
-from ultralytics.utils import DATASETS_DIR, DEFAULT_CFG_DICT, LOGGER, NUM_THREADS, SETTINGS, IterableSimpleNamespace
+from ultralytics.utils import (
+    DATASETS_DIR,
+    DEFAULT_CFG_DICT,
+    LOGGER,
+    NUM_THREADS,
+    SETTINGS,
+    IterableSimpleNamespace,
+    colorstr,
+)
 from ultralytics.utils.checks import check_model_file_from_stem
 from ultralytics.utils.files import get_latest_run
+from ultralytics.utils.nms import non_max_suppression
+from ultralytics.utils.ops import xyxy2xywh
 from ultralytics.utils.torch_utils import unwrap_model
 
 TESTED_FROM, TESTED_BELOW = "8.4.190", "8.5"  # the range in pyproject.toml: [from, below)
@@ -236,10 +251,23 @@ class HeadOutput:
         """(B, 4 * R, A) box outputs: DFL bin logits (``R`` bins per side), or distances when ``R = 1``."""
         return self.raw["boxes"]
 
+    def images(self, part: Any) -> HeadOutput:
+        """The outputs of images ``part.start:part.stop`` of the batch."""
+        return HeadOutput(slice_outputs(self.raw, part.start, part.stop))
+
     @property
     def neck_features(self) -> list[torch.Tensor]:
         """The neck features that feed the head, one (B, C_l, H_l, W_l) per level."""
         return self.raw["feats"]
+
+
+def slice_outputs(preds: Any, start: int, stop: int) -> Any:
+    """The raw head outputs of images ``start:stop`` of the batch (every tensor cut along its first dimension)."""
+    if isinstance(preds, torch.Tensor):
+        return preds[start:stop]
+    if isinstance(preds, dict):
+        return {k: slice_outputs(v, start, stop) for k, v in preds.items()}
+    return [slice_outputs(v, start, stop) for v in preds]
 
 
 def training_outputs(preds: Any) -> dict:
@@ -405,6 +433,117 @@ def val_source(data: str | Path) -> Any:
 def label_file(image: str | Path) -> Path:
     """The YOLO label file of an image, found the Ultralytics way (``images/`` -> ``labels/``, ``.txt``)."""
     return Path(img2label_paths([str(image)])[0])
+
+
+def detections_as_labels(
+    probs: torch.Tensor, boxes: torch.Tensor, imgsz: tuple[int, int], conf: float, iou: float = 0.7, max_det: int = 300
+) -> dict:
+    """A model's detections after Ultralytics' NMS, as the labels of a batch (``batch_idx``, ``cls``, ``bboxes``).
+
+    Args:
+        probs (torch.Tensor): (B, A, C) class probabilities.
+        boxes (torch.Tensor): (B, A, 4) pixel xyxy boxes.
+        imgsz (tuple[int, int]): (height, width) of the images, to normalise the boxes as a dataset's labels are.
+        conf (float): Keep detections whose class probability is at least this.
+        iou (float): NMS IoU threshold (Ultralytics' validation default 0.7).
+        max_det (int): At most this many detections per image.
+
+    Returns:
+        (dict): ``batch_idx`` (N,), ``cls`` (N, 1) and ``bboxes`` (N, 4) normalised xywh, on the inputs' device.
+    """
+    prediction = torch.cat([xyxy2xywh(boxes.float()), probs.float()], -1).transpose(1, 2)  # (B, 4 + C, A), xywh
+    kept = non_max_suppression(prediction, conf_thres=conf, iou_thres=iou, max_det=max_det)
+    h, w = imgsz
+    scale = boxes.new_tensor([w, h, w, h], dtype=torch.float32)
+    return {
+        "batch_idx": torch.cat([torch.full((len(d),), i, device=boxes.device) for i, d in enumerate(kept)]).float(),
+        "cls": torch.cat([d[:, 5:6] for d in kept]),
+        "bboxes": torch.cat([xyxy2xywh(d[:, :4]) / scale for d in kept]),
+    }
+
+
+def image_files(source: str | Path | list) -> list[str]:
+    """The image files of a source, read as Ultralytics reads a dataset split.
+
+    Folders are searched recursively, a ``.txt`` file lists one path a line (``./`` relative to the list), a list may
+    hold either; missing paths are skipped.
+    """
+    found = []
+    for item in source if isinstance(source, (list, tuple)) else [source]:
+        path = Path(item)
+        if path.is_dir():
+            found += [str(p) for p in path.rglob("*.*")]
+        elif path.is_file() and path.suffix == ".txt":
+            lines = path.read_text(encoding="utf-8-sig").strip().splitlines()
+            found += [str(path.parent / x[2:]) if x.startswith("./") else x for x in lines]
+        elif path.is_file():
+            found.append(str(path))
+    return sorted(f for f in found if f.rpartition(".")[-1].lower() in IMG_FORMATS)
+
+
+def checked_images(files: list[str]) -> tuple[dict[str, tuple[int, int]], int]:
+    """The readable images among ``files`` with their (height, width), and how many were corrupt or unreadable.
+
+    Ultralytics' own image check (a corrupt JPEG's end is repaired, as for labeled images), on its thread count.
+    """
+
+    def check(file: str) -> tuple[int, int] | None:
+        try:
+            return check_image(file)[1]
+        except Exception:
+            return None
+
+    with ThreadPool(NUM_THREADS) as threads:
+        shapes = threads.map(check, files)
+    good = {f: s for f, s in zip(files, shapes) if s is not None}
+    return good, len(files) - len(good)
+
+
+class PoolDataset(YOLODataset):
+    """Ultralytics' detection dataset over images without labels, all of them background.
+
+    Its augmentation, loading and collation are unchanged; its label scan, which refuses a training split without any
+    label, is replaced.
+    """
+
+    def __init__(self, *args: Any, shapes: dict[str, tuple[int, int]], **kwargs: Any):
+        """Take the images' (height, width) from the check already done (``checked_images``)."""
+        self.shapes_known = shapes
+        super().__init__(*args, **kwargs)
+
+    def get_labels(self) -> list[dict]:
+        """One empty label per image."""
+        empty = {"cls": np.zeros((0, 1), np.float32), "bboxes": np.zeros((0, 4), np.float32), "segments": []}
+        return [
+            {"im_file": f, "shape": self.shapes_known.get(f, (0, 0)), **copy(empty), "keypoints": None,
+             "normalized": True, "bbox_format": "xywh"}
+            for f in self.im_files
+        ]  # fmt: skip
+
+
+def pool_loader(
+    args: Any, shapes: dict[str, tuple[int, int]], data: dict, batch: int, stride: int, rank: int, device: Any
+) -> Any:
+    """An endless loader of unlabeled images through Ultralytics' training augmentation (mosaic and all).
+
+    Each rank reads its own share. The files reach the dataset as a ``.txt`` list (its way to take a list of images)
+    in the temporary folder.
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="yolo_tsd_pool_", delete=False) as listing:
+        listing.write("\n".join(shapes) + "\n")
+    dataset = PoolDataset(
+        img_path=listing.name, imgsz=args.imgsz, batch_size=batch, augment=True, hyp=args, rect=False,
+        cache=args.cache or None, single_cls=args.single_cls or False, stride=stride, pad=0.0,
+        prefix=colorstr("unlabeled: "), task=args.task, classes=None, data=data, fraction=1.0, shapes=shapes,
+    )  # fmt: skip
+    return build_dataloader(dataset, batch=batch, workers=args.workers, shuffle=True, rank=rank, device=device)
+
+
+def close_mosaic(loader: Any, args: Any) -> None:
+    """Stop mosaic in a training loader's dataset and restart its iterator, as Ultralytics does for its own loader."""
+    if hasattr(loader.dataset, "close_mosaic"):
+        loader.dataset.close_mosaic(hyp=copy(args))
+    loader.reset()
 
 
 # --- the trainer ------------------------------------------------------------------------------------------------------

@@ -332,6 +332,15 @@ def assess(
     return Significance(imp_t=imp_t, imp_s=imp_s, key=key, weak=weak, region=region, weight=weight)
 
 
+def concat_significance(parts: list[Significance]) -> Significance:
+    """The significance of a batch from that of its parts, images concatenated in order.
+
+    The quality is the first part's: the labeled images', where the pool images follow them.
+    """
+    fields = ("imp_t", "imp_s", "key", "weak", "region", "weight")
+    return Significance(**{f: torch.cat([getattr(p, f) for p in parts]) for f in fields}, quality=parts[0].quality)
+
+
 def distillation_weights(sig: Significance, t_logits: torch.Tensor, cfg: TSDConfig) -> torch.Tensor:
     """The per-anchor weights the terms use: the significance's, or a comparison's (``weighting`` setting).
 

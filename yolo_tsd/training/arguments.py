@@ -6,29 +6,49 @@ the fix.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ultralytics.utils import DEFAULT_CFG_DICT, LOGGER, colorstr
 
-from ..checks import check_data, check_keys, resolve_weights
+from ..checks import check_data, check_keys, check_unlabeled, resolve_weights, unlabeled_source
 from ..config import PREFIX, TSDConfig
 from ..errors import MissingFileError, UsageError
 from ..ultralytics_internals import check_train_args, checkpoint_train_args, latest_run, model_file, model_task
 
-OUR_ARGS = ("teacher", "tsd")  # recorded in the trainer's args (DDP relaunch, resume), hidden from its validator
+OUR_ARGS = ("teacher", "tsd", "unlabeled")  # in the trainer's args (DDP relaunch, resume), hidden from its validator
 
 
-def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], Any, Any, dict[str, Any]]:
+@dataclass
+class RunSettings:
+    """What a distillation run takes besides Ultralytics' arguments.
+
+    Attributes:
+        overrides (dict): Ultralytics' arguments.
+        teacher (str): The teacher checkpoint as given.
+        cfg (TSDConfig): The distillation settings.
+        unlabeled (list[str] | None): Absolute paths of the unlabeled pool's folders, lists or images, if any.
+        unlabeled_files (list[str]): The pool's image files (empty without a pool).
+    """
+
+    overrides: dict[str, Any]
+    teacher: str
+    cfg: TSDConfig
+    unlabeled: list[str] | None = None
+    unlabeled_files: tuple[str, ...] = ()
+
+
+def split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Separate our keys from Ultralytics' ones.
 
     Returns:
-        (tuple): Ultralytics overrides, ``teacher``, ``tsd`` source, and the single ``tsd_*`` settings.
+        (tuple): Ultralytics overrides, our keys given (``teacher``, ``tsd``, ``unlabeled``), the ``tsd_*`` settings.
     """
     ul = dict(overrides)
-    teacher, tsd = ul.pop("teacher", None), ul.pop("tsd", None)
+    ours = {k: ul.pop(k) for k in OUR_ARGS if k in ul}
     singles = {k[len(PREFIX) :]: ul.pop(k) for k in list(ul) if k.startswith(PREFIX)}
-    return ul, teacher, tsd, singles
+    return ul, ours, singles
 
 
 def saved_run_args(resume: str | bool) -> dict:
@@ -37,22 +57,20 @@ def saved_run_args(resume: str | bool) -> dict:
     return checkpoint_train_args(path) if path and path.is_file() else {}
 
 
-def run_settings(overrides: dict[str, Any], teacher: Any, tsd: Any) -> tuple[dict[str, Any], str, TSDConfig]:
-    """Ultralytics' arguments, the teacher and the distillation settings of a run, checked.
+def run_settings(overrides: dict[str, Any], teacher: Any, tsd: Any) -> RunSettings:
+    """Ultralytics' arguments, the teacher, the distillation settings and the unlabeled pool of a run, checked.
 
-    A resumed run keeps its own settings (as Ultralytics' resume keeps its arguments) and its teacher, unless the
-    teacher file is given again (it may have moved). Ultralytics' built-in distillation cannot be combined.
+    A resumed run keeps its own settings (as Ultralytics' resume keeps its arguments), its teacher and its pool, unless
+    the teacher file is given again (it may have moved). Ultralytics' built-in distillation cannot be combined.
 
     Args:
         overrides (dict): Every argument given, ours included.
         teacher (Any): ``teacher=`` given outside ``overrides`` (Python API), or None.
         tsd (Any): ``tsd=`` given outside ``overrides``, or None.
-
-    Returns:
-        (tuple): Ultralytics' overrides, the teacher path, and the validated ``TSDConfig``.
     """
-    overrides, o_teacher, o_tsd, singles = split_overrides(overrides)
-    teacher, tsd = o_teacher or teacher, o_tsd if o_tsd is not None else tsd
+    overrides, ours, singles = split_overrides(overrides)
+    teacher, tsd = ours.get("teacher") or teacher, ours["tsd"] if ours.get("tsd") is not None else tsd
+    unlabeled = ours.get("unlabeled")
     if overrides.get("resume") is True and str(overrides.get("model", "")).endswith(".pt"):
         overrides["resume"] = overrides["model"]  # `resume model=last.pt`, as Ultralytics' Model.train reads it
     resume = overrides.get("resume")
@@ -65,7 +83,10 @@ def run_settings(overrides: dict[str, Any], teacher: Any, tsd: Any) -> tuple[dic
                 LOGGER.warning(f"{colorstr('tsd:')} resume keeps the run's distillation settings; ignoring tsd=")
             tsd, singles = saved["tsd"], {}
         teacher = teacher or saved.get("teacher")
+        unlabeled = unlabeled or saved.get("unlabeled")
     cfg = TSDConfig.load(tsd, singles)
+    source = unlabeled_source(unlabeled, overrides.get("data"))
+    files = tuple(check_unlabeled(source, teacher)) if source and cfg.unlabeled_ratio > 0 else ()
     dis = overrides.get("dis", DEFAULT_CFG_DICT["dis"])  # the default arrives in every DDP relaunch and resume
     if overrides.get("distill_model") is not None or dis != DEFAULT_CFG_DICT["dis"]:
         raise UsageError(
@@ -74,7 +95,12 @@ def run_settings(overrides: dict[str, Any], teacher: Any, tsd: Any) -> tuple[dic
         )
     if not teacher:
         raise UsageError("teacher= is required: pass teacher=path/to/teacher.pt (an Ultralytics detection .pt)")
-    return overrides, teacher, cfg
+    if files and overrides.get("rect"):
+        raise UsageError(
+            "rect=True batches the labeled images by shape; unlabeled images cannot join such batches: drop rect=True "
+            "or unlabeled="
+        )
+    return RunSettings(overrides, teacher, cfg, source if files else None, files)
 
 
 def check_new_run(cfg: Any, overrides: dict[str, Any]) -> Path:

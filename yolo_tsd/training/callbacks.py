@@ -45,6 +45,13 @@ def update_pace(trainer: Trainer) -> None:
     stats.pace = every
 
 
+def close_pool_mosaic(trainer: Trainer) -> None:
+    """``on_train_epoch_start``: the pool stops mosaic in the epoch Ultralytics stops it for the labeled data."""
+    close = trainer.args.close_mosaic
+    if trainer.pool is not None and close and trainer.epoch >= trainer.epochs - close:
+        trainer.pool.close_mosaic(trainer.args)
+
+
 def start_batch(trainer: Trainer) -> None:
     """``on_train_batch_start``: whether this step runs the teacher, and whether it records the gradient split.
 
@@ -93,6 +100,7 @@ def plot_loss_curves(trainer: Trainer) -> None:
 
 CALLBACKS = (
     ("on_train_epoch_start", update_pace),
+    ("on_train_epoch_start", close_pool_mosaic),
     ("on_train_batch_start", start_batch),
     ("on_fit_epoch_end", plot_significance),
     ("on_train_end", plot_loss_curves),

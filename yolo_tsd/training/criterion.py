@@ -22,6 +22,7 @@ from ..method.significance import (
     GroundTruth,
     Significance,
     assess,
+    concat_significance,
     distillation_weights,
     mean_quality,
     object_quality,
@@ -35,11 +36,25 @@ from ..ultralytics_internals import (
     assign_predictions,
     branch_output,
     branches,
+    dense_output,
+    detections_as_labels,
+    slice_outputs,
     teacher_output,
     training_outputs,
 )
 from .stats import RunningStats
 from .timing import StepTimer
+from .unlabeled import UNLABELED_KEY
+
+
+@dataclass(frozen=True)
+class Part:
+    """Images ``start:stop`` of a batch and the label assignment their significance uses."""
+
+    start: int
+    stop: int
+    assigned: Assigned
+
 
 # <= 10 characters each (the progress table stays aligned); "loss" in the name puts them in Ultralytics' results.png
 LOSS_NAMES = ("dfeat_loss", "dcls_loss", "dbox_loss")
@@ -95,23 +110,36 @@ class TSDLoss:
             TSD items at 0.
         """
         preds = training_outputs(preds)
+        n, pool = batch["img"].shape[0], batch.get(UNLABELED_KEY, 0)
+        bs = n - pool  # the labeled images come first; only they have a detection loss
+        labeled = slice_outputs(preds, 0, bs) if pool else preds
         if t_preds is None or stats is None or not self.cfg.distils:
-            loss, items = det(preds, batch)
+            loss, items = det(labeled, batch)
             zeros = torch.zeros(len(LOSS_NAMES), device=loss.device)
             return DistillStep(torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))})
 
-        device, bs = batch["img"].device, batch["img"].shape[0]
-        det_loss, terms, significance, quality = 0.0, torch.zeros(len(LOSS_NAMES), device=device), {}, None
+        device = batch["img"].device
+        det_loss, terms, significance, quality, pseudo = (
+            0.0,
+            torch.zeros(len(LOSS_NAMES), device=device),
+            {},
+            None,
+            None,
+        )
         for i, branch in enumerate(branches(det)):
             s = branch_output(preds, branch.name)
             t, same_kind = teacher_output(t_preds, branch.name)
-            assigned = assign(branch.criterion, s.raw, batch)
+            assigned = assign(branch.criterion, branch_output(labeled, branch.name).raw, batch)
             det_loss = det_loss + assigned.loss * (bs * branch.gain)
+            parts = [Part(0, bs, assigned)]
+            if pool:  # the pool images: assigned against the teacher's confident detections, no detection loss
+                pseudo = pseudo if pseudo is not None else self.pseudo_labels(t_preds, assigned, bs, batch)
+                parts.append(Part(bs, n, assign(branch.criterion, slice_outputs(s.raw, bs, n), pseudo)))
             with self.timer("terms", device):
                 feat_here = i == 0 and self.cfg.lambda_feat > 0  # the neck is shared: its term is counted once
                 adapted = self.adapters(s.neck_features) if feat_here else None  # under the ambient autocast
                 with torch.autocast(device.type, enabled=False):  # significance and terms in float32
-                    sig, values = self.branch_terms(branch, s, t, assigned, adapted, same_kind, trusting=i == 0)
+                    sig, values = self.branch_terms(branch, s, t, parts, adapted, same_kind, trusting=i == 0)
             if sig is not None:
                 significance[branch.name or "detect"] = sig
                 quality = sig.quality if sig.quality is not None else quality  # set on the dense branch only
@@ -121,30 +149,55 @@ class TSDLoss:
         items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
         return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
 
+    def pseudo_labels(self, t_preds: dict, assigned: Assigned, start: int, batch: dict) -> dict:
+        """The pool images' ground truth: the teacher's confident detections after NMS, as a batch's labels.
+
+        Decoded from the teacher's dense branch on the same anchors as the labeled images' (docs/method.md §9).
+        """
+        t = dense_output(t_preds)
+        rt = self.bins[1]
+        with torch.no_grad():
+            dist = losses.expected_distance(t.box_logits[start:], rt)
+            boxes = dist2bbox(dist, assigned.anchors, xywh=False) * assigned.strides
+            probs = t.logits[start:].float().sigmoid()
+            return detections_as_labels(probs, boxes, tuple(batch["img"].shape[2:]), self.cfg.unlabeled_conf)
+
     def branch_terms(
         self,
         branch: Branch,
         s: HeadOutput,
         t: HeadOutput,
-        assigned: Assigned,
+        parts: list[Part],
         adapted: list | None,
         same_kind: bool,
         trusting: bool = False,
     ) -> tuple[Significance | None, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """Significance and the weighted (feature, class, box) terms of one branch, before the lambdas.
 
-        ``trusting``: this branch's significance also carries both models' object quality (``trust=quality``).
+        ``parts``: the labeled images with Ultralytics' assignment, then the pool images (if any) with theirs against
+        the teacher's detections. ``trusting``: this branch's significance also carries both models' object quality
+        on the labeled images (``trust=quality``).
         ``adapted`` holds the adapted student features for the branch that carries the feature term, else None.
         ``same_kind`` is False for a one-to-one (NMS-free) student branch taught by a teacher without one: its
         anchors then follow ``one2one_mode`` (only the student's one-to-one positives, none, or all).
         """
-        cfg, zero = self.cfg, assigned.loss.new_zeros(())
+        cfg, zero, assigned = self.cfg, parts[0].assigned.loss.new_zeros(()), parts[0].assigned
         if not same_kind and cfg.one2one_mode == "off":
             return None, (zero, zero, zero)
-        sig = self.significance(branch, s, t, assigned, quality=trusting and cfg.trust == "quality")
+        trusting = trusting and cfg.trust == "quality"
+        if len(parts) == 1:
+            sig, fg_mask = self.significance(branch, s, t, assigned, quality=trusting), assigned.fg_mask
+        else:
+            sig = concat_significance(
+                [
+                    self.significance(branch, s.images(p), t.images(p), p.assigned, trusting and j == 0)
+                    for j, p in enumerate(parts)
+                ]
+            )
+            fg_mask = torch.cat([p.assigned.fg_mask for p in parts])
         weight = distillation_weights(sig, t.logits, cfg)
         if not (same_kind or cfg.one2one_mode == "all"):
-            weight = weight * assigned.fg_mask
+            weight = weight * fg_mask
         (rs, rt) = self.bins
         feat = cls = box = zero
         if adapted is not None:

@@ -30,6 +30,7 @@ from .callbacks import CALLBACKS, pace_words
 from .checkpoint import add_state, read_state, remove_state
 from .model import TSDModel, gradient_summary
 from .teacher import Teacher
+from .unlabeled import UnlabeledPool
 
 # a run with fewer optimizer steps than this is warned: a chosen value between measured points (BENCHMARKS.md: +1.1
 # over training alone at 190 steps on scenes, +6 to +12 at 480 on shapes and yolo26 and at 750 on scenes at nbs=16)
@@ -89,9 +90,11 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
     ):
         """Check every input that can be checked before Ultralytics creates the run folder, then set up the run."""
         check_version()
-        overrides, teacher, self.tsd = run_settings(overrides or {}, teacher, tsd)
+        run = run_settings(overrides or {}, teacher, tsd)
+        overrides, self.tsd = run.overrides, run.cfg
         run_dir = None if overrides.get("resume") else check_new_run(cfg, overrides)
-        self.teacher = Teacher.load(teacher)
+        self.teacher = Teacher.load(run.teacher)
+        self.pool = UnlabeledPool(run.unlabeled_files, self.tsd.unlabeled_ratio) if run.unlabeled_files else None
         if overrides.get("compile"):  # as Ultralytics does for its own distillation: the teacher runs eagerly
             LOGGER.warning(f"{colorstr('tsd:')} compile is not supported with distillation and is disabled")
             overrides["compile"] = False
@@ -105,6 +108,7 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
         self.args.teacher, self.args.tsd = self.teacher.path, self.tsd.to_dict()  # survive DDP relaunch and resume
+        self.args.unlabeled = run.unlabeled
         if RANK in {-1, 0}:
             YAML.save(self.save_dir / "args.yaml", vars(self.args))
         self.tsd_model: TSDModel | None = None  # trainer.model during training (wrapped by DDP on several GPUs)
@@ -114,6 +118,19 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         self.plot_batch: dict | None = None  # fixed validation images for the significance pictures
         self.untrusted_warned = False  # the warning that the teacher adds nothing is given once
         self.paced_epoch: int | None = None  # the epoch update_pace last started (an epoch can start again)
+
+    def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
+        """Ultralytics' loader; for training with an unlabeled pool, also the pool's loader (same rank and workers)."""
+        loader = super().get_dataloader(dataset_path, batch_size, rank, mode)
+        if mode == "train" and self.pool is not None:
+            self.pool.open(self.args, self.data, batch_size, self.stride, rank, self.device)
+        return loader
+
+    def preprocess_batch(self, batch: dict) -> dict:
+        """Ultralytics' preprocessing, of the labeled images and the pool images appended to them (if any)."""
+        if self.pool is not None and self.pool.loader is not None:
+            batch = self.pool.append(batch)
+        return super().preprocess_batch(batch)
 
     def get_dataset(self):
         """Ultralytics' dataset check; its refusal of a dataset becomes a ``UsageError`` (one line, no traceback)."""
