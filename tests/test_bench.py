@@ -2,10 +2,13 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from yolo_tsd.bench.cli import main
 from yolo_tsd.bench.job import per_step
@@ -32,6 +35,7 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     assert runs == ["builtin-s0.json", "plain-s0.json", "tsd-s0.json"]
     result = json.loads((tmp_path / "runs" / "tsd-s0.json").read_text())
     assert result["step_s"] > 0 and result["teacher_s"] > 0 and result["terms_s"] > 0 and result["peak_mb"] > 100
+    assert result["epoch_s"] >= result["step_s"]  # one pass over the training images, timed after the first
     assert 0 < result["grad_share"] < 1 and len(result["grad_share_per_epoch"]) == 2  # probed every epoch
     assert len(result["trust_per_epoch"]) == 2 and all(0 < t <= 1 for t in result["trust_per_epoch"])
     settings = result["job"]["settings"]  # every setting it trained with, defaults included, not only those given
@@ -61,6 +65,32 @@ def test_bench_runs_resumes_and_summarises(data_yaml, teacher_pt, tmp_path, caps
     assert f"| tsd | {tsd_map:.4f} |" in report  # the per-seed table
     with pytest.raises(ValueError, match="needs project="):
         main(["report", f"project={tmp_path / 'nothing'}"])
+
+
+def test_pool_variants_train_on_the_pool_and_on_the_teachers_labels(data_yaml, teacher_pt, tmp_path):
+    pool = tmp_path / "pool"  # the training images without labels: the images the test teacher detects confidently
+    shutil.copytree(data_yaml.parent / "images" / "train", pool)
+    base = [f"data={data_yaml}", f"teacher={teacher_pt}", "epochs=1", "imgsz=64", "batch=8", "seeds=0"]
+    with pytest.raises(ValueError, match="unlabeled=path/to/images"):  # before any training
+        main([*base, "variants=pseudo", f"project={tmp_path / 'none'}"])
+    # the test teacher is weak (object confidence ~1e-2): a low threshold gives it labels to write
+    main([*base, f"unlabeled={pool}", "pseudo_conf=0.001", "variants=pseudo,tsd_pool", f"project={tmp_path}"])
+    pseudo = json.loads((tmp_path / "runs" / "pseudo-s0.json").read_text())
+    spec = yaml.safe_load(Path(pseudo["job"]["train"]["data"]).read_text())
+    pool_files = sorted(p.name for p in pool.iterdir())
+    pseudo_dir, labeled_dir = (Path(t) for t in spec["train"])
+    assert len(list(labeled_dir.iterdir())) == len(pool_files) == 16
+    assert sorted(p.name for p in pseudo_dir.iterdir()) == pool_files
+    labels = [(pseudo_dir.parent / "labels" / f"{Path(f).stem}.txt").read_text().split("\n") for f in pool_files]
+    rows = [list(map(float, r.split())) for lines in labels for r in lines if r]
+    assert len(rows) == spec["pseudo_boxes"] > 0 and all(0 <= r[0] < 5 and 0 < min(r[1:]) for r in rows)
+    trained = yaml.safe_load((Path(pseudo["save_dir"]) / "args.yaml").read_text())
+    assert pseudo["job"]["tsd"] == {} and trained["data"] == pseudo["job"]["train"]["data"]  # plain, on that set
+    ours = json.loads((tmp_path / "runs" / "tsd_pool-s0.json").read_text())
+    assert ours["job"]["tsd"] == {"unlabeled": str(pool)} and ours["job"]["train"]["data"] == str(data_yaml)
+    args = yaml.safe_load((Path(ours["save_dir"]) / "args.yaml").read_text())
+    assert args["unlabeled"] == [str(pool)]  # the run trained with the pool
+    assert "unlabeled pool" in (tmp_path / "summary.md").read_text()
 
 
 def test_command_line_lists():

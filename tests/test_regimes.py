@@ -8,7 +8,7 @@ import torch
 import yaml
 
 import yolo_tsd.bench.regimes as regimes
-from yolo_tsd.bench.data import KINDS, make_dataset
+from yolo_tsd.bench.data import KINDS, make_dataset, make_pool
 from yolo_tsd.bench.one2one import duplicates, iou_matrix
 from yolo_tsd.bench.regimes import REGIMES, Regime, regime_inputs, trained_once
 
@@ -43,6 +43,24 @@ def test_generated_data_is_the_same_bytes_every_time_and_labelled(kind, tmp_path
         if line
     ]
     assert rows and all(0 <= r[0] < len(KINDS[kind].classes) and all(0 < v <= 1 for v in r[1:]) for r in rows)
+
+
+def test_a_pool_is_unlabeled_images_of_the_same_kind_that_no_split_holds(tmp_path):
+    data = make_dataset(tmp_path, n_train=3, n_val=2, imgsz=64, seed=4)
+    pool = make_pool(tmp_path, 5, imgsz=64, seed=4)
+    again = make_pool(tmp_path, 5, imgsz=64, seed=4)  # reused, not redrawn
+    files = sorted(pool.iterdir())
+    assert again == pool and len(files) == 5 and not list(pool.parent.rglob("*.txt"))
+    labeled = {f.read_bytes() for f in (data.parent / "images").rglob("*.png")}
+    assert labeled.isdisjoint(f.read_bytes() for f in files)  # other draws than the train and val images
+    assert cv2_shape(files[0]) == (64, 64, 3)
+    assert all(r.pool_factor >= 4 for r in REGIMES.values())  # the issue's ≥ 4× the labeled set, every regime
+
+
+def cv2_shape(path):
+    import cv2
+
+    return cv2.imread(str(path)).shape
 
 
 def test_scenes_have_eleven_classes_and_several_objects_per_image(tmp_path):

@@ -425,9 +425,9 @@ def dataset_root(spec: dict, yaml_file: Path) -> Path:
     return root
 
 
-def val_source(data: str | Path) -> Any:
-    """A detection data yaml's validation images as Ultralytics resolves them (folder, ``.txt`` list or list)."""
-    return check_det_dataset(str(data))["val"]
+def split_source(data: str | Path, split: str = "val") -> Any:
+    """A detection data yaml's images of a split as Ultralytics resolves them (absolute folder, .txt list or list)."""
+    return check_det_dataset(str(data))[split]
 
 
 def label_file(image: str | Path) -> Path:

@@ -113,6 +113,7 @@ def train_one(job: dict[str, Any]) -> dict[str, Any]:
         "mAP50-95": m["metrics/mAP50-95(B)"],
         "mAP50": m["metrics/mAP50(B)"],
         "step_s": statistics.median(steps) if steps else float("nan"),
+        "epoch_s": sum(steps) / max(1, trainer.epochs - 1) if steps else float("nan"),  # one pass over its train split
         "peak_mb": peak_memory_mb(trainer.device),
         "teacher_s": per_step(parts["teacher"], len(steps)),
         "terms_s": per_step(parts["terms"], len(steps)),

@@ -58,12 +58,12 @@ def score_ranking(weights: str | Path, data: str | Path, imgsz: int, device: str
     """
     from ultralytics import YOLO
 
-    from ..ultralytics_internals import label_file, val_source
+    from ..ultralytics_internals import label_file, split_source
 
     model = YOLO(str(weights))
     metrics = model.val(data=str(data), imgsz=imgsz, plots=False, device=device, verbose=False, save_json=False)
     ap = metrics.box.all_ap.mean(0)  # per IoU threshold 0.5, 0.55, ..., 0.95
-    val = val_source(data)
+    val = split_source(data)
     scores, ious, objects = [], [], 0
     for res in model.predict(val, imgsz=imgsz, conf=0.001, iou=0.7, device=device, stream=True, verbose=False):
         label = label_file(res.path)

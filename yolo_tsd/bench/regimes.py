@@ -2,7 +2,8 @@
 
 A regime fixes everything but the variant and the seed: the dataset (generated), the teacher (trained once on it and
 cached), the student's training recipe, and for ``finetune`` a student pretrained on another dataset. Settings are
-tuned on the ``TUNING`` regimes and validated on every other regime; no setting is chosen on a report regime.
+tuned on the ``TUNING`` regimes and validated on every other regime; no setting is chosen on a report regime. Every
+regime has an unlabeled pool of its kind, four times its labeled set, for the variants that use one (``regime_pool``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .data import make_dataset
+from .data import make_dataset, make_pool
 
 TUNING = ("shapes_tune", "scenes_tune", "finetune_pt_tune")  # settings are chosen on these only
 
@@ -36,6 +37,9 @@ class Regime:
             pretraining (``train``) and, when the teacher is fine-tuned too, of the teacher's (``teacher``; its
             ``teacher`` arguments then fine-tune that checkpoint).
         teacher_from (str | None): Use another regime's teacher (same classes) instead of training one.
+        e2e (bool): The student has an NMS-free one-to-one head (its own metrics are measured too).
+        pool_factor (int): Unlabeled images of the data's kind and seed per labeled training image (generated only
+            when a variant uses them).
     """
 
     about: str
@@ -45,6 +49,7 @@ class Regime:
     pretrain: dict[str, Any] | None = None
     teacher_from: str | None = None
     e2e: bool = field(default=False)
+    pool_factor: int = 4
 
 
 SHAPES_DATA = {"kind": "shapes", "n_train": 256, "n_val": 64, "imgsz": 128}
@@ -167,6 +172,13 @@ def regime_inputs(
     if pre:
         student["model"] = pretrained(pre["train"])
     return data, teacher, student
+
+
+def regime_pool(name: str, cache: Path) -> Path:
+    """The folder of a regime's unlabeled images (generated once into ``cache``): its data's kind, seed and size."""
+    regime = REGIMES[name]
+    d = {"seed": 0, **regime.data}
+    return make_pool(cache / "data", regime.pool_factor * d["n_train"], d["imgsz"], d["seed"], d.get("kind", "shapes"))
 
 
 def trained_once(folder: Path, overrides: dict[str, Any]) -> Path:

@@ -18,10 +18,10 @@ from typing import Any
 
 from ..errors import UsageError
 from .job import JOB_KEYS
-from .variants import BUILTIN_DIS, VARIANTS, parse_variant, resolved_settings
+from .variants import BUILTIN_DIS, POOL_USE, VARIANTS, parse_variant, resolved_settings
 
 DEFAULTS = {"regime": "shapes", "seeds": "0,1,2", "variants": "plain,builtin,tsd,uniform,teacher_score"}
-BENCH_KEYS = ("regime", "seeds", "variants", "project", "teacher", "data", "dis")
+BENCH_KEYS = ("regime", "seeds", "variants", "project", "teacher", "data", "dis", "unlabeled", "pseudo_conf")
 
 
 def check_same_job(done: Path, job: dict[str, Any]) -> None:
@@ -70,6 +70,30 @@ def inputs(args: dict[str, Any], train_user: dict[str, Any], out: Path) -> tuple
     return str(data), str(teacher), {**student, **train_user}, REGIMES[args["regime"]].e2e
 
 
+def pool_inputs(args: dict[str, Any], uses: set[str], data: str, teacher: str, train: dict[str, Any], out: Path):
+    """The unlabeled pool (a regime's, or ``unlabeled=`` with ``data=``) and, for ``pseudo`` variants, its labeled set.
+
+    Returns:
+        (tuple[str | None, str | None]): The pool folder and the pseudo-labeled data yaml (None where not needed).
+    """
+    if not uses:
+        return None, None
+    from .regimes import cache_dir, regime_pool
+
+    if args.get("data"):
+        if not args.get("unlabeled"):
+            raise UsageError("the pool variants need unlabeled=path/to/images with data= (a regime brings its own)")
+        pool = Path(args["unlabeled"]).resolve()
+    else:
+        pool = regime_pool(args["regime"], cache_dir())
+    if "pseudo" not in uses:
+        return str(pool), None
+    from .pseudo import PSEUDO_CONF, pseudo_dataset
+
+    device, conf = str(train.get("device", "cpu")), float(args.get("pseudo_conf", PSEUDO_CONF))
+    return str(pool), str(pseudo_dataset(data, pool, teacher, out / "pseudo", train.get("imgsz", 640), device, conf))
+
+
 def run(**overrides: Any) -> str:
     """Run (or continue) the benchmark and write ``summary.md``, ``summary.csv`` and ``summary.png``."""
     args = {**DEFAULTS, **overrides}
@@ -87,19 +111,24 @@ def run(**overrides: Any) -> str:
     data, teacher, train, e2e = inputs(args, train_user, out)
     train = {**train, "data": data}
     dis = float(args.get("dis", BUILTIN_DIS))
+    uses = {POOL_USE[b] for b, _ in specs.values() if b in POOL_USE}
+    pool, pseudo = pool_inputs(args, uses, data, teacher, train, out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
     for seed in seeds:  # seed-major: an interrupted benchmark has complete seeds first
         for v in variants:
             base, own = specs[v]
             done = out / "runs" / f"{v}-s{seed}.json"
             ours = VARIANTS[base] is not None  # plain and built-in never see this method's settings
+            use = POOL_USE.get(base)
             job = {
                 "regime": label,
                 "variant": v,
                 "seed": seed,
-                "train": train,
+                "train": {**train, "data": pseudo} if use == "pseudo" else train,
                 "teacher": teacher if base != "plain" else None,  # plain runs are not tied to a teacher
-                "tsd": {**tsd, **VARIANTS[base], **own} if ours else {},
+                "tsd": {**tsd, **VARIANTS[base], **own, **({"unlabeled": pool} if use == "unlabeled" else {})}
+                if ours
+                else {},
                 "settings": resolved_settings({**tsd, **VARIANTS[base], **own}) if ours else None,
                 "dis": float(own.get("dis", dis)) if base == "builtin" else None,
                 "out": str(out),
@@ -116,6 +145,8 @@ def run(**overrides: Any) -> str:
         f"Benchmark {label}: {train['model']} on {data}, teacher {teacher}, seeds={seeds}, training: "
         f"{' '.join(f'{k}={v}' for k, v in train.items() if k not in ('model', 'data')) or 'defaults'}, "
         f"settings: {tsd or 'defaults'}, built-in dis={dis}"
+        + (f", unlabeled pool {pool}" if pool else "")
+        + (f", pseudo-labeled set {pseudo}" if pseudo else "")
     )
     return write_summary(out, header, variants, seeds)
 

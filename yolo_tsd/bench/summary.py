@@ -42,7 +42,8 @@ def summarise(results: list[dict[str, Any]], variants: list[str]) -> list[dict[s
         if not runs:
             continue
         row = {"variant": v, "seeds": len(runs)}
-        for key in ("mAP50-95", "mAP50", "step_s", "peak_mb", "teacher_s", "terms_s", "grad_share", "grad_cos"):
+        means = ("mAP50-95", "mAP50", "step_s", "epoch_s", "peak_mb", "teacher_s", "terms_s", "grad_share", "grad_cos")
+        for key in means:
             row[key], row[key + "_std"] = mean_std([r.get(key, float("nan")) for r in runs])
         for key in ("o2o_mAP50-95", "dup_per_object"):
             if any(key in r for r in runs):
@@ -52,6 +53,8 @@ def summarise(results: list[dict[str, Any]], variants: list[str]) -> list[dict[s
             diffs = [100 * (by[v][s]["mAP50-95"] - by[ref][s]["mAP50-95"]) for s in seeds]
             row[f"d_{ref}"], row[f"d_{ref}_lo"], row[f"d_{ref}_hi"] = paired_interval(diffs)
             row[f"time_x_{ref}"] = mean_std([by[v][s]["step_s"] / by[ref][s]["step_s"] for s in seeds])[0]
+            epochs = [by[v][s].get("epoch_s", math.nan) / by[ref][s].get("epoch_s", math.nan) for s in seeds]
+            row[f"epoch_x_{ref}"] = mean_std(epochs)[0]
         rows.append(row)
     return rows
 
@@ -70,7 +73,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| variant | seeds | mAP50-95 | mAP50 | Δ vs plain [95 % CI] | Δ vs built-in [95 % CI] "
         "| Δ vs uniform [95 % CI] "
-        "| step × built-in | teacher % step | own terms % step (fwd) | grad share | peak MB |"
+        "| step × built-in | epoch × plain | teacher % step | own terms % step (fwd) | grad share | peak MB |"
         + (" NMS-free mAP50-95 | duplicates/object |" if e2e else "")  # YOLO26: the one-to-one head's own
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -84,6 +87,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             interval(r, "builtin"),
             interval(r, "uniform"),
             f"{r['time_x_builtin']:.2f}" if r["time_x_builtin"] == r["time_x_builtin"] else "-",
+            f"{r['epoch_x_plain']:.2f}" if r["epoch_x_plain"] == r["epoch_x_plain"] else "-",
             f"{100 * r['teacher_s'] / r['step_s']:.1f}",
             f"{100 * r['terms_s'] / r['step_s']:.1f}",
             f"{r['grad_share']:.2f}" if r["grad_share"] == r["grad_share"] else "-",

@@ -29,7 +29,11 @@ VARIANTS: dict[str, dict[str, Any] | None] = {
     "logits_only": {"tsd_lambda_feat": 0.0},
     "o2o_off": {"tsd_one2one_mode": "off"},  # YOLO26 students: the one-to-one branch not distilled at all
     "o2o_all": {"tsd_one2one_mode": "all"},  # ... or on every anchor (what one2one_mode=positives prevents)
+    "tsd_pool": {},  # this method with the regime's unlabeled pool mixed into its batches (unlabeled=)
+    "pseudo": None,  # plain training on the labeled images plus the pool labeled by the teacher (what users do today)
+    "tsd_pseudo": {},  # this method on the same labeled + pseudo-labeled images
 }
+POOL_USE = {"tsd_pool": "unlabeled", "pseudo": "pseudo", "tsd_pseudo": "pseudo"}  # how a variant uses the pool
 BUILTIN_DIS = 3.0  # the built-in's weight when dis= is not given: tuned on shapes_tune (0.5, 1.5, 3, 6, 12)
 
 
@@ -48,7 +52,7 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
         if not eq or not value:
             raise UsageError(f"variant {spec!r}: {pair!r} is not key=value (e.g. builtin:dis=2, tsd:lambda_feat=0.5)")
         settings[key] = cli_scalar(value)
-    if base == "plain" and settings:
+    if base in ("plain", "pseudo") and settings:
         raise UsageError(f"variant {spec!r}: plain training takes no settings")
     if base == "builtin":
         if set(settings) - {"dis"}:

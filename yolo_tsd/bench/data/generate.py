@@ -1,7 +1,8 @@
 """Generated YOLO-format datasets: deterministic, offline, the same bytes on every machine.
 
 Every image depends only on ``(kind, seed, split, index)``. Kinds: ``shapes`` (the demo: five flat shape classes on
-smooth backgrounds) and ``scenes`` (eleven textured classes in cluttered, unevenly lit photograph-like scenes).
+smooth backgrounds) and ``scenes`` (eleven textured classes in cluttered, unevenly lit photograph-like scenes). A pool
+(``make_pool``) holds more images of a dataset's kind and seed without labels, from indices no split uses.
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ KINDS = {
     "scenes": Kind(2, tuple(SCENE_OBJECTS), scenes_image),  # v2: larger objects, less clutter (v1: students ~1 %)
 }
 CLASSES = KINDS["shapes"].classes
+OFFSETS = {"train": 0, "val": 10**6, "pool": 2 * 10**6}  # image i of a split is drawn with the seed [seed, offset + i]
+
+
+def write_images(folder: Path, gen: Kind, seed: int, split: str, n: int, imgsz: int, labels: Path | None) -> None:
+    """Draw images ``0..n-1`` of a split into ``folder`` as PNG (lossless), with YOLO label files into ``labels``."""
+    folder.mkdir(parents=True)
+    if labels is not None:
+        labels.mkdir(parents=True)
+    for i in range(n):
+        img, boxes = gen.sample(np.random.default_rng([seed, OFFSETS[split] + i]), imgsz)
+        cv2.imwrite(str(folder / f"{i:05d}.png"), img[..., ::-1])  # RGB -> BGR
+        if labels is not None:
+            lines = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in boxes]
+            (labels / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
 
 
 def make_dataset(
@@ -58,14 +73,8 @@ def make_dataset(
         return data_yaml
     tmp = folder.with_name(folder.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    for split, n, offset in (("train", n_train, 0), ("val", n_val, 10**6)):
-        (tmp / "images" / split).mkdir(parents=True)
-        (tmp / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            img, labels = gen.sample(np.random.default_rng([seed, offset + i]), imgsz)
-            cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img[..., ::-1])  # RGB -> BGR: PNG is lossless
-            lines = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, x, y, w, h in labels]
-            (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
+    for split, n in (("train", n_train), ("val", n_val)):
+        write_images(tmp / "images" / split, gen, seed, split, n, imgsz, tmp / "labels" / split)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     spec = {
@@ -76,3 +85,23 @@ def make_dataset(
     }
     data_yaml.write_text(yaml.safe_dump(spec, sort_keys=False))
     return data_yaml
+
+
+def make_pool(root: str | Path, n: int, imgsz: int = 160, seed: int = 0, kind: str = "shapes") -> Path:
+    """Write ``n`` unlabeled images of a dataset's kind and seed under ``root`` (once) and return their folder.
+
+    They come from the same generator as that dataset's splits (the same scene statistics, other draws), without label
+    files: what a user's camera stream is to their labeled set.
+    """
+    gen = KINDS[kind]
+    folder = Path(root) / f"{kind}-v{gen.version}-pool{n}-{imgsz}-s{seed}"
+    images, done = folder / "images", folder / "complete"
+    if done.is_file():  # written last
+        return images
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_images(tmp / "images", gen, seed, "pool", n, imgsz, None)
+    (tmp / "complete").write_text(f"{n}\n")
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return images
