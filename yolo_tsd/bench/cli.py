@@ -28,6 +28,10 @@ USAGE = """Benchmark: python -m yolo_tsd.bench [report|ranking|overhead|scaleche
   tsd=PATH tsd_<key>=V     this method's settings for all its variants (an ablation's own setting wins)
   dis=X                    Ultralytics' built-in distillation weight for the builtin variant (default {dis}: tuned on
                            the tuning regime like this method's weights; Ultralytics' own default is 6.0)
+  unlabeled=PATH           with data=: images without labels for the pool variants (tsd_pool: this method with
+                           unlabeled=; pseudo / tsd_pseudo: the pool labeled by the teacher, then trained on); a regime
+                           brings its own pool, 4x its labeled set
+  pseudo_conf=0.25         the least confidence of a teacher's box kept as a pseudo label (predict's default)
   any yolo train key       applies to every variant (e.g. epochs=2 for a quick check)
   report project=PATH      summarise the finished runs of a benchmark folder (all, or variants=/seeds=) without training
   ranking project=PATH     AP at IoU 0.5 / 0.75 / 0.9 and how well each run's scores rank its own boxes (score-IoU
