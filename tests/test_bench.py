@@ -93,6 +93,23 @@ def test_pool_variants_train_on_the_pool_and_on_the_teachers_labels(data_yaml, t
     assert "unlabeled pool" in (tmp_path / "summary.md").read_text()
 
 
+def test_a_setting_added_since_at_its_default_does_not_invalidate_finished_runs(tmp_path):
+    from yolo_tsd.bench.runner import check_same_job
+    from yolo_tsd.config import TSDConfig
+
+    settings = TSDConfig().to_dict()
+    job = {"regime": "r", "train": {"epochs": 1}, "teacher": "t.pt", "tsd": {}, "settings": settings, "dis": None}
+    older = {**settings}
+    del older["unlabeled_det"]  # measured before the setting existed
+    done = tmp_path / "tsd-s0.json"
+    done.write_text(json.dumps({"job": {**job, "settings": older}}))
+    check_same_job(done, job)  # the same run
+    with pytest.raises(ValueError, match="new project="):  # the new setting away from its default: another run
+        check_same_job(done, {**job, "settings": {**settings, "unlabeled_det": 1.0}})
+    with pytest.raises(ValueError, match="new project="):
+        check_same_job(done, {**job, "settings": {**settings, "lambda_cls": 2.0}})
+
+
 def test_command_line_lists():
     """``seeds=0,1,2`` reaches the runner as a tuple (Ultralytics' value parsing), ``seeds=0`` as an int."""
     _, overrides = parse(["seeds=0,1,2", "variants=plain,tsd", "project=x"])

@@ -92,6 +92,25 @@ def test_the_teachers_detections_make_key_areas_on_pool_images(models):
     assert nothing.items["dcls_loss"] > 0  # still distilled, at the background weight
 
 
+def test_unlabeled_det_trains_the_pool_images_on_the_teachers_detections(models):
+    teacher, _, full = models
+    batch = labeled_and_pool(full)
+    terms_only, tsd = step(models, batch, unlabeled_conf=0.05)
+    with_det, _ = step(models, batch, unlabeled_conf=0.05, unlabeled_det=0.5)
+    # independently: the teacher's own inference decoding (Ultralytics' Detect in eval mode), NMS, the threshold
+    with torch.no_grad():
+        decoded = deepcopy(teacher).eval()(full["img"][2:])[0]  # (images, 4 + classes, anchors), xywh in pixels
+    xywh, probs = decoded[:, :4].transpose(1, 2), decoded[:, 4:].transpose(1, 2)
+    xyxy = torch.cat([xywh[..., :2] - xywh[..., 2:] / 2, xywh[..., :2] + xywh[..., 2:] / 2], -1)
+    labels = detections_as_labels(probs, xyxy, tuple(full["img"].shape[2:]), conf=0.05)
+    assert len(labels["cls"]) > 0  # the fitted teacher finds objects on these images
+    pool_det, _ = tsd.student.init_criterion()(
+        slice_outputs(tsd.student(full["img"]), 2, 4), {**labels, "img": full["img"][2:]}
+    )
+    assert torch.allclose(with_det.loss[:3] - terms_only.loss[:3], 0.5 * pool_det, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(with_det.loss[3:], terms_only.loss[3:])  # the balance and trust do not see it
+
+
 class Interrupt(Exception):
     pass
 

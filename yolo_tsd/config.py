@@ -149,6 +149,13 @@ class TSDConfig:
         lo=0,
         hi=1,
     )
+    unlabeled_det: float = _setting(
+        0.0,
+        "unlabeled images: weight of the student's detection loss against the teacher's detections there (what "
+        "pseudo-labeling trains on; 0: the pool teaches through the terms only)",
+        lo=0,
+        hi=10,
+    )
     untrusted_every: int = _setting(
         8,
         "trust=quality: after an epoch with the trust factor 0 on every step, the teacher runs on one step in this "

@@ -28,6 +28,12 @@ def check_same_job(done: Path, job: dict[str, Any]) -> None:
     """Refuse to mix results: a finished run counts only if it was measured with the same data, teacher and settings."""
     saved = json.loads(done.read_text()).get("job")
     now = json.loads(json.dumps({k: job[k] for k in JOB_KEYS}))  # the same JSON round trip as the saved copy
+    if saved and saved.get("settings") and now.get("settings"):  # a setting added since, at its default, is no change
+        from ..config import TSDConfig
+
+        defaults = TSDConfig().to_dict()
+        added = {k: v for k, v in now["settings"].items() if k not in saved["settings"] and v == defaults.get(k)}
+        now["settings"] = {k: v for k, v in now["settings"].items() if k not in added}
     if saved != now:
         diff = {k: (saved.get(k) if saved else None, now[k]) for k in JOB_KEYS if not saved or saved.get(k) != now[k]}
         raise UsageError(

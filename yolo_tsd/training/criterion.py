@@ -119,7 +119,8 @@ class TSDLoss:
             return DistillStep(torch.cat([loss, zeros]), {**items, **dict(zip(LOSS_NAMES, zeros))})
 
         device = batch["img"].device
-        det_loss, terms, significance, quality, pseudo = (
+        det_loss, pool_det, terms, significance, quality, pseudo = (
+            0.0,
             0.0,
             torch.zeros(len(LOSS_NAMES), device=device),
             {},
@@ -132,9 +133,10 @@ class TSDLoss:
             assigned = assign(branch.criterion, branch_output(labeled, branch.name).raw, batch)
             det_loss = det_loss + assigned.loss * (bs * branch.gain)
             parts = [Part(0, bs, assigned)]
-            if pool:  # the pool images: assigned against the teacher's confident detections, no detection loss
+            if pool:  # the pool images: assigned against the teacher's confident detections
                 pseudo = pseudo if pseudo is not None else self.pseudo_labels(t_preds, assigned, bs, batch)
                 parts.append(Part(bs, n, assign(branch.criterion, slice_outputs(s.raw, bs, n), pseudo)))
+                pool_det = pool_det + parts[-1].assigned.loss * (pool * branch.gain)
             with self.timer("terms", device):
                 feat_here = i == 0 and self.cfg.lambda_feat > 0  # the neck is shared: its term is counted once
                 adapted = self.adapters(s.neck_features) if feat_here else None  # under the ambient autocast
@@ -147,6 +149,8 @@ class TSDLoss:
         weights = stats.update(det_loss.detach().sum() / bs, terms.detach(), quality)
         terms = terms * weights * stats.trust
         items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
+        if pool and self.cfg.unlabeled_det > 0:  # after the balance: it measures the labeled detection loss only
+            det_loss = det_loss + self.cfg.unlabeled_det * pool_det
         return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
 
     def pseudo_labels(self, t_preds: dict, assigned: Assigned, start: int, batch: dict) -> dict:
