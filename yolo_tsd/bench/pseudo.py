@@ -49,27 +49,29 @@ def pseudo_dataset(
     from ultralytics import YOLO
 
     from ..ultralytics_internals import split_source
+    from .data import build_folder
 
     pool, teacher = Path(pool), Path(teacher)
     folder = root / f"pseudo-{pool.parent.name}-{file_digest(teacher)}-c{conf}"
     data_yaml = folder / "data.yaml"
     if data_yaml.is_file():  # written last: its presence means the set is complete
         return data_yaml
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "labels").mkdir(parents=True)
-    boxes = 0
-    results = YOLO(str(teacher)).predict(str(pool), imgsz=imgsz, conf=conf, device=device, stream=True, verbose=False)
-    for r in results:
-        name = Path(r.path)
-        shutil.copyfile(name, tmp / "images" / name.name)  # a copy: Ultralytics finds labels by the image's path
-        found = zip(r.boxes.cls.tolist(), r.boxes.xywhn.tolist())
-        rows = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, (x, y, w, h) in found]
-        boxes += len(rows)
-        (tmp / "labels" / f"{name.stem}.txt").write_text("".join(f"{row}\n" for row in rows))
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+
+    def fill(tmp: Path) -> int:
+        (tmp / "images").mkdir()
+        (tmp / "labels").mkdir()
+        boxes = 0
+        predict = YOLO(str(teacher)).predict
+        for r in predict(str(pool), imgsz=imgsz, conf=conf, device=device, stream=True, verbose=False):
+            name = Path(r.path)
+            shutil.copyfile(name, tmp / "images" / name.name)  # a copy: Ultralytics finds labels by the image's path
+            found = zip(r.boxes.cls.tolist(), r.boxes.xywhn.tolist())
+            rows = [f"{int(c)} {x:.6f} {y:.6f} {w:.6f} {h:.6f}" for c, (x, y, w, h) in found]
+            boxes += len(rows)
+            (tmp / "labels" / f"{name.stem}.txt").write_text("".join(f"{row}\n" for row in rows))
+        return boxes
+
+    boxes = build_folder(folder, fill)
     spec = yaml.safe_load(Path(data).read_text())
     train = split_source(data, "train")
     spec = {

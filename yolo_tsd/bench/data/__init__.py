@@ -1,5 +1,5 @@
 """The embedded datasets: deterministic, generated on the spot, no download."""
 
-from .generate import CLASSES, KINDS, make_dataset, make_pool
+from .generate import CLASSES, KINDS, build_folder, make_dataset, make_pool
 
-__all__ = ["CLASSES", "KINDS", "make_dataset", "make_pool"]
+__all__ = ["CLASSES", "KINDS", "build_folder", "make_dataset", "make_pool"]

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -50,6 +51,21 @@ def write_images(folder: Path, gen: Kind, seed: int, split: str, n: int, imgsz: 
             (labels / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
 
 
+def build_folder(folder: Path, fill: Callable[[Path], Any]) -> Any:
+    """Build ``folder`` in a ``.partial`` sibling with ``fill`` (its result returned), then put it in place whole.
+
+    An interrupted build leaves only the ``.partial`` folder, removed by the next try; the caller marks completion by a
+    file written last.
+    """
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    result = fill(tmp)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return result
+
+
 def make_dataset(
     root: str | Path, n_train: int = 256, n_val: int = 64, imgsz: int = 160, seed: int = 0, kind: str = "shapes"
 ) -> Path:
@@ -71,12 +87,12 @@ def make_dataset(
     data_yaml = folder / "data.yaml"
     if data_yaml.is_file():  # written last: its presence means the dataset is complete
         return data_yaml
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, n in (("train", n_train), ("val", n_val)):
-        write_images(tmp / "images" / split, gen, seed, split, n, imgsz, tmp / "labels" / split)
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+
+    def fill(tmp: Path) -> None:
+        for split, n in (("train", n_train), ("val", n_val)):
+            write_images(tmp / "images" / split, gen, seed, split, n, imgsz, tmp / "labels" / split)
+
+    build_folder(folder, fill)
     spec = {
         "path": str(folder.resolve()),
         "train": "images/train",
@@ -98,10 +114,10 @@ def make_pool(root: str | Path, n: int, imgsz: int = 160, seed: int = 0, kind: s
     images, done = folder / "images", folder / "complete"
     if done.is_file():  # written last
         return images
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_images(tmp / "images", gen, seed, "pool", n, imgsz, None)
-    (tmp / "complete").write_text(f"{n}\n")
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+
+    def fill(tmp: Path) -> None:
+        write_images(tmp / "images", gen, seed, "pool", n, imgsz, None)
+        (tmp / "complete").write_text(f"{n}\n")
+
+    build_folder(folder, fill)
     return images
