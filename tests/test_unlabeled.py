@@ -17,7 +17,7 @@ from yolo_tsd.method.significance import LOW
 from yolo_tsd.training.criterion import LOSS_NAMES
 from yolo_tsd.training.model import TSDModel
 from yolo_tsd.training.teacher import Teacher
-from yolo_tsd.training.unlabeled import UNLABELED_KEY
+from yolo_tsd.training.unlabeled import UNLABELED_KEY, PoolSteps, UnlabeledPool
 from yolo_tsd.ultralytics_internals import detections_as_labels, slice_outputs
 
 
@@ -111,25 +111,85 @@ def test_unlabeled_det_trains_the_pool_images_on_the_teachers_detections(models)
     assert torch.allclose(with_det.loss[3:], terms_only.loss[3:])  # the balance and trust do not see it
 
 
+def test_a_batch_of_pool_images_alone_learns_from_the_teacher_with_the_labeled_steps_balance(models):
+    _, _, full = models
+    labeled = {**labeled_and_pool(full), "img": full["img"][:2], UNLABELED_KEY: 0}
+    pool_only = {**{k: full[k][:0] for k in ("batch_idx", "cls", "bboxes")}, "img": full["img"][2:], UNLABELED_KEY: 2}
+    _, tsd = step(models, labeled, unlabeled_conf=0.05)
+    sizes, qualities, trust, total = (x.clone() for x in (tsd.stats.sizes, tsd.stats.qualities, tsd.stats.trust,
+                                                          tsd.stats.trust_total))  # fmt: skip
+    tsd.teacher_due = False  # a pool batch runs the teacher anyway: without it, it teaches nothing
+    out = tsd.step(pool_only)
+    # no labeled image: no detection loss of Ultralytics' and no update of the running statistics (DDP: no collective)
+    assert torch.equal(out.loss[:3], torch.zeros(3)) and out.loss.requires_grad
+    assert torch.equal(tsd.stats.sizes, sizes) and torch.equal(tsd.stats.qualities, qualities)
+    assert torch.equal(tsd.stats.trust, trust) and torch.equal(tsd.stats.trust_total, total)
+    # the terms: the raw pool terms times the labeled steps' balance (independently: balance=off gives the raw ones)
+    raw, raw_tsd = step(models, labeled, unlabeled_conf=0.05, balance="off")
+    raw_tsd.teacher_due = False
+    raw_out = raw_tsd.step(pool_only)
+    factor = sizes[0] / sizes[1:]
+    assert torch.allclose(out.loss[3:], raw_out.loss[3:] * factor * trust, rtol=1e-4)
+    assert all(out.items[k] > 0 for k in LOSS_NAMES) and out.significance["detect"].key.any()
+    with_det, det_tsd = step(models, labeled, unlabeled_conf=0.05, unlabeled_det=0.5)
+    det_out = det_tsd.step(pool_only)
+    assert (det_out.loss[:3] > 0).all() and torch.allclose(det_out.loss[3:], out.loss[3:])
+
+
+class FakeLoader(list):
+    """A list of labeled batches standing for Ultralytics' loader."""
+
+    dataset, batch_size = "labeled dataset", 8
+
+    def reset(self):
+        return "reset"
+
+
+@pytest.mark.parametrize(("ratio", "pattern"), [(1, "LPLPLP"), (0.5, "LPLLPL"), (2, "LPPLPPLPP"), (0.25, "LLPLL")])
+def test_pool_steps_come_evenly_between_the_labeled_batches(ratio, pattern):
+    pool = UnlabeledPool(("a.jpg",), ratio, "steps")
+    pool.next_batch = lambda: {"img": torch.zeros(8, 3, 4, 4), UNLABELED_KEY: 8}
+    labeled = FakeLoader({"img": torch.zeros(8, 3, 4, 4)} for _ in range(pattern.count("L")))
+    loader = PoolSteps(labeled, pool)
+    got = "".join("P" if b.get(UNLABELED_KEY) else "L" for b in loader)
+    assert got == pattern and len(loader) == len(pattern)
+    assert loader.dataset == "labeled dataset" and loader.batch_size == 8 and loader.reset() == "reset"
+    assert sum(pool.steps_after(k) for k in range(1, 101)) == round(100 * ratio)  # the ratio, over an epoch
+
+
 class Interrupt(Exception):
     pass
 
 
 def test_a_run_with_an_unlabeled_pool_trains_and_resumes(data_yaml, teacher_pt, pool, tmp_path, monkeypatch):
     sizes, original = [], TSDModel.step
-    monkeypatch.setattr(TSDModel, "step", lambda m, b, p=None: sizes.append(len(b["img"])) or original(m, b, p))
+    record = lambda m, b, p=None: sizes.append((len(b["img"]), b.get(UNLABELED_KEY, 0))) or original(m, b, p)  # noqa: E731
+    monkeypatch.setattr(TSDModel, "step", record)
     overrides = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=2, unlabeled=str(pool), tsd_unlabeled_ratio=0.5)
     first = TSDTrainer(overrides=overrides)
     first.add_callback("on_fit_epoch_end", lambda t: (_ for _ in ()).throw(Interrupt()) if t.epoch == 0 else None)
     with pytest.raises(Interrupt):
         first.train()
-    assert sizes == [8 + 4, 8 + 4]  # 2 batches of 8 labeled images, each with half as many from the pool
+    assert sizes == [(8, 0), (8, 8), (8, 0)]  # 2 labeled batches of 8 and, after the first, a batch of 8 from the pool
     assert yaml.safe_load((first.save_dir / "args.yaml").read_text())["unlabeled"] == [str(pool.resolve())]
     second = TSDTrainer(overrides={"resume": str(first.wdir / "last.pt")})  # the pool comes back with the run
     second.train()
-    assert second.pool is not None and len(second.pool.files) == 8 and sizes[2:] == [12, 12]
+    assert second.pool is not None and len(second.pool.files) == 8 and sizes[3:] == sizes[:3]
     rows = list(csv.DictReader((first.save_dir / "results.csv").open()))
     assert len(rows) == 2 and all(float(rows[-1][f"train/{k}"]) > 0 for k in LOSS_NAMES)
+
+
+def test_appended_pool_images_come_only_with_the_teacher(data_yaml, teacher_pt, pool, tmp_path, monkeypatch):
+    sizes, original = [], TSDModel.step
+    monkeypatch.setattr(TSDModel, "step", lambda m, b, p=None: sizes.append(len(b["img"])) or original(m, b, p))
+    overrides = tiny_run(
+        data_yaml, teacher_pt, tmp_path, epochs=1, unlabeled=str(pool), tsd_unlabeled_ratio=0.5,
+        tsd_unlabeled_mix="append",
+    )  # fmt: skip
+    trainer = TSDTrainer(overrides=overrides)
+    trainer.add_callback("on_train_batch_start", lambda t: setattr(t.tsd_model, "teacher_due", t.epoch_batch != 1))
+    trainer.train()
+    assert sizes == [8 + 4, 8]  # half as many pool images after the labeled ones; none when the teacher rests
 
 
 def test_corrupt_pool_images_are_left_out_with_one_warning(data_yaml, teacher_pt, pool, tmp_path):

@@ -85,7 +85,7 @@ class TSDConfig:
     )
     unlabeled_ratio: float = _setting(
         1.0,
-        "with unlabeled=: pool images appended to each batch per labeled image (0: the pool is not used)",
+        "with unlabeled=: pool images per labeled image the student trains on (0: the pool is not used)",
         lo=0,
         hi=16,
         tier=USER,
@@ -155,6 +155,12 @@ class TSDConfig:
         "pseudo-labeling trains on; 0: the pool teaches through the terms only)",
         lo=0,
         hi=10,
+    )
+    unlabeled_mix: str = _setting(
+        "steps",
+        "unlabeled images: in batches of their own between the labeled ones, each an optimizer step (steps), or "
+        "appended to every labeled batch (append)",
+        choices=("steps", "append"),
     )
     untrusted_every: int = _setting(
         8,

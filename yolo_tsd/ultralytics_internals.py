@@ -45,6 +45,7 @@ from ultralytics.utils.checks import check_model_file_from_stem
 from ultralytics.utils.files import get_latest_run
 from ultralytics.utils.nms import non_max_suppression
 from ultralytics.utils.ops import xyxy2xywh
+from ultralytics.utils.tal import make_anchors
 from ultralytics.utils.torch_utils import unwrap_model
 
 TESTED_FROM, TESTED_BELOW = "8.4.190", "8.5"  # the range in pyproject.toml: [from, below)
@@ -164,6 +165,11 @@ def assign(criterion: Any, preds: dict, batch: dict) -> Assigned:
         loss=loss,
         items=items,
     )
+
+
+def anchor_grid(criterion: Any, preds: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, 2) anchor centres in grid units and (A, 1) their strides for a branch's outputs, as its loss makes them."""
+    return make_anchors(preds["feats"], criterion.stride, 0.5)
 
 
 def assign_predictions(

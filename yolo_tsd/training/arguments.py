@@ -87,6 +87,9 @@ def run_settings(overrides: dict[str, Any], teacher: Any, tsd: Any) -> RunSettin
     cfg = TSDConfig.load(tsd, singles)
     source = unlabeled_source(unlabeled, overrides.get("data"))
     files = tuple(check_unlabeled(source, teacher)) if source and cfg.unlabeled_ratio > 0 else ()
+    if files and not cfg.distils:  # every lambda at 0 is Ultralytics' training, on the labeled images
+        LOGGER.warning(f"{colorstr('tsd:')} every lambda is 0: the unlabeled images are not used")
+        files = ()
     dis = overrides.get("dis", DEFAULT_CFG_DICT["dis"])  # the default arrives in every DDP relaunch and resume
     if overrides.get("distill_model") is not None or dis != DEFAULT_CFG_DICT["dis"]:
         raise UsageError(

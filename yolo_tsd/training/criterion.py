@@ -32,6 +32,7 @@ from ..ultralytics_internals import (
     Branch,
     HeadOutput,
     alignment_exponents,
+    anchor_grid,
     assign,
     assign_predictions,
     branch_output,
@@ -130,39 +131,47 @@ class TSDLoss:
         for i, branch in enumerate(branches(det)):
             s = branch_output(preds, branch.name)
             t, same_kind = teacher_output(t_preds, branch.name)
-            assigned = assign(branch.criterion, branch_output(labeled, branch.name).raw, batch)
-            det_loss = det_loss + assigned.loss * (bs * branch.gain)
-            parts = [Part(0, bs, assigned)]
+            parts = []
+            if bs:  # the labeled images: Ultralytics' assignment and loss
+                assigned = assign(branch.criterion, branch_output(labeled, branch.name).raw, batch)
+                det_loss = det_loss + assigned.loss * (bs * branch.gain)
+                parts.append(Part(0, bs, assigned))
             if pool:  # the pool images: assigned against the teacher's confident detections
-                pseudo = pseudo if pseudo is not None else self.pseudo_labels(t_preds, assigned, bs, batch)
+                pseudo = pseudo if pseudo is not None else self.pseudo_labels(t_preds, branch.criterion, s, bs, batch)
                 parts.append(Part(bs, n, assign(branch.criterion, slice_outputs(s.raw, bs, n), pseudo)))
                 pool_det = pool_det + parts[-1].assigned.loss * (pool * branch.gain)
             with self.timer("terms", device):
                 feat_here = i == 0 and self.cfg.lambda_feat > 0  # the neck is shared: its term is counted once
                 adapted = self.adapters(s.neck_features) if feat_here else None  # under the ambient autocast
                 with torch.autocast(device.type, enabled=False):  # significance and terms in float32
-                    sig, values = self.branch_terms(branch, s, t, parts, adapted, same_kind, trusting=i == 0)
+                    trusting = i == 0 and bs > 0  # the qualities are the labeled images'
+                    sig, values = self.branch_terms(branch, s, t, parts, adapted, same_kind, trusting=trusting)
             if sig is not None:
                 significance[branch.name or "detect"] = sig
                 quality = sig.quality if sig.quality is not None else quality  # set on the dense branch only
             terms = terms + torch.stack([values[0], values[1] * branch.gain, values[2] * branch.gain])
-        weights = stats.update(det_loss.detach().sum() / bs, terms.detach(), quality)
+        if bs:
+            weights = stats.update(det_loss.detach().sum() / bs, terms.detach(), quality)
+        else:  # a batch of pool images alone (unlabeled_mix=steps): the balance of the labeled steps
+            weights = stats.current_weights(terms)
+            det_loss = pool_det * 0.0  # its detection loss, if any, is added below
         terms = terms * weights * stats.trust
-        items = {**assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # Ultralytics': the last branch's items
+        items = {**parts[0].assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # the last branch's, labeled first
         if pool and self.cfg.unlabeled_det > 0:  # after the balance: it measures the labeled detection loss only
             det_loss = det_loss + self.cfg.unlabeled_det * pool_det
-        return DistillStep(torch.cat([det_loss, terms * bs]), items, significance)
+        return DistillStep(torch.cat([det_loss, terms * (bs or n)]), items, significance)
 
-    def pseudo_labels(self, t_preds: dict, assigned: Assigned, start: int, batch: dict) -> dict:
+    def pseudo_labels(self, t_preds: dict, criterion: Any, s: HeadOutput, start: int, batch: dict) -> dict:
         """The pool images' ground truth: the teacher's confident detections after NMS, as a batch's labels.
 
-        Decoded from the teacher's dense branch on the same anchors as the labeled images' (docs/method.md §9).
+        Decoded from the teacher's dense branch on the anchors of the student's branch ``s`` (docs/method.md §9).
         """
         t = dense_output(t_preds)
         rt = self.bins[1]
+        anchors, strides = anchor_grid(criterion, s.raw)
         with torch.no_grad():
             dist = losses.expected_distance(t.box_logits[start:], rt)
-            boxes = dist2bbox(dist, assigned.anchors, xywh=False) * assigned.strides
+            boxes = dist2bbox(dist, anchors, xywh=False) * strides
             probs = t.logits[start:].float().sigmoid()
             return detections_as_labels(probs, boxes, tuple(batch["img"].shape[2:]), self.cfg.unlabeled_conf)
 

@@ -23,6 +23,7 @@ from .criterion import DistillStep, TSDLoss
 from .stats import RunningStats
 from .teacher import Teacher
 from .timing import StepTimer
+from .unlabeled import UNLABELED_KEY
 
 
 class SharedRef:
@@ -89,7 +90,8 @@ class TSDModel(nn.Module):
         adapters (FeatureAdapters): Student-to-teacher feature adapters, on the student's device and memory format.
         stats (RunningStats): The run's running term sizes, qualities, trust factor and teacher pace.
         teacher_due (bool): Whether this step runs the teacher (set each step by the trainer: False on most steps of an
-            epoch that follows one without any trust, ``untrusted_every``); a step without it is Ultralytics' loss.
+            epoch that follows one without any trust, ``untrusted_every``); a step without it is Ultralytics' loss. A
+            batch of pool images alone always runs it.
         timer (StepTimer): Per-part step timing, off unless the benchmark starts it.
     """
 
@@ -144,7 +146,8 @@ class TSDModel(nn.Module):
         """
         images, device = batch["img"], batch["img"].device
         t_preds = None
-        if self.cfg.distils and self.teacher_due:
+        pool_only = batch.get(UNLABELED_KEY, 0) == len(images)  # pool images teach nothing without the teacher
+        if self.cfg.distils and (self.teacher_due or pool_only):
             if self.teacher is None:
                 raise RuntimeError("this TSDModel was unpickled without its teacher; build a new one to distil")
             with self.timer("teacher", device):

@@ -78,6 +78,19 @@ class RunningStats:
         self.trust_total = self.trust_total.to(raw) + torch.stack([self.trust, raw.new_ones(())])
         return self.term_weights(step[:4])
 
+    def current_weights(self, like: torch.Tensor) -> torch.Tensor:
+        """The term factors in force, without a new step's sizes (a batch of pool images has no detection loss).
+
+        The balance keeps the running sizes of the labeled steps; before any (never, in training: the first batch is
+        labeled) the factors are the lambdas. No collective: every rank makes the same kind of step at the same time.
+        """
+        cfg = self.cfg
+        lambdas = like.new_tensor([cfg.lambda_feat, cfg.lambda_cls, cfg.lambda_box])
+        if cfg.balance != "loss" or self.sizes is None:
+            return lambdas
+        self.trust = self.trust.to(like)
+        return lambdas * self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
+
     def term_weights(self, sizes: torch.Tensor) -> torch.Tensor:
         """The factor on each term from this step's (detection loss per image, feature, class, box term) sizes.
 

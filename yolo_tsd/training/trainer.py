@@ -30,7 +30,7 @@ from .callbacks import CALLBACKS, pace_words
 from .checkpoint import add_state, read_state, remove_state
 from .model import TSDModel, gradient_summary
 from .teacher import Teacher
-from .unlabeled import UnlabeledPool
+from .unlabeled import PoolSteps, UnlabeledPool
 
 # a run with fewer optimizer steps than this is warned: a chosen value between measured points (BENCHMARKS.md: +1.1
 # over training alone at 190 steps on scenes, +6 to +12 at 480 on shapes and yolo26 and at 750 on scenes at nbs=16)
@@ -94,7 +94,8 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         overrides, self.tsd = run.overrides, run.cfg
         run_dir = None if overrides.get("resume") else check_new_run(cfg, overrides)
         self.teacher = Teacher.load(run.teacher)
-        self.pool = UnlabeledPool(run.unlabeled_files, self.tsd.unlabeled_ratio) if run.unlabeled_files else None
+        files, ratio, mix = run.unlabeled_files, self.tsd.unlabeled_ratio, self.tsd.unlabeled_mix
+        self.pool = UnlabeledPool(files, ratio, mix) if files else None
         if overrides.get("compile"):  # as Ultralytics does for its own distillation: the teacher runs eagerly
             LOGGER.warning(f"{colorstr('tsd:')} compile is not supported with distillation and is disabled")
             overrides["compile"] = False
@@ -120,15 +121,24 @@ class TSDTrainer(NanRecoveryHook, DetectionTrainer):
         self.paced_epoch: int | None = None  # the epoch update_pace last started (an epoch can start again)
 
     def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
-        """Ultralytics' loader; for training with an unlabeled pool, also the pool's loader (same rank and workers)."""
+        """Ultralytics' loader; for training with an unlabeled pool, also the pool's loader (same rank and workers).
+
+        With ``unlabeled_mix=steps`` the training loader yields the pool's batches between the labeled ones.
+        """
         loader = super().get_dataloader(dataset_path, batch_size, rank, mode)
         if mode == "train" and self.pool is not None:
             self.pool.open(self.args, self.data, batch_size, self.stride, rank, self.device)
+            if self.pool.mix == "steps":
+                return PoolSteps(loader, self.pool)
         return loader
 
     def preprocess_batch(self, batch: dict) -> dict:
-        """Ultralytics' preprocessing, of the labeled images and the pool images appended to them (if any)."""
-        if self.pool is not None and self.pool.loader is not None:
+        """Ultralytics' preprocessing, of the labeled images and (``append``) the pool images appended to them.
+
+        Pool images are appended only on steps that run the teacher: without it they teach nothing.
+        """
+        appending = self.pool is not None and self.pool.mix == "append" and self.pool.loader is not None
+        if appending and (self.tsd_model is None or self.tsd_model.teacher_due):
             batch = self.pool.append(batch)
         return super().preprocess_batch(batch)
 

@@ -1,13 +1,17 @@
-"""The unlabeled pool: images without labels, appended to every labeled batch (docs/method.md §9).
+"""The unlabeled pool: images without labels, trained on between or beside the labeled ones (docs/method.md §9).
 
-The pool's images go through Ultralytics' own training augmentation in a loader of their own (the same workers, rank
-and batch size times ``unlabeled_ratio``), drawn in a reshuffled order without ever being loaded whole; an epoch stays
-one pass over the labeled images. A batch with pool images carries their count under ``UNLABELED_KEY``: the images
-after the labeled ones, without labels.
+The pool's images go through Ultralytics' own training augmentation in a loader of their own (the same workers and
+rank), drawn in a reshuffled order without ever being loaded whole; an epoch stays one pass over the labeled images.
+With ``unlabeled_mix=steps`` the training loader (``PoolSteps``) yields ``unlabeled_ratio`` batches of pool images per
+labeled batch, each its own optimizer step; with ``append`` every labeled batch gets ``unlabeled_ratio`` pool images per
+labeled image after its own. A batch with pool images carries their count under ``UNLABELED_KEY``: its last images
+(all of them in a pool batch), without labels.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -23,12 +27,14 @@ class UnlabeledPool:
 
     Args:
         files (tuple[str, ...]): The pool's image files.
-        ratio (float): Pool images per labeled image of a batch (rounded per batch; at least 1 when above 0).
+        ratio (float): Pool images per labeled image (``append``: rounded per batch, at least 1 when above 0;
+            ``steps``: pool batches per labeled batch, spread evenly over the epoch).
+        mix (str): ``steps`` (batches of their own) or ``append`` (appended to the labeled batches).
     """
 
-    def __init__(self, files: tuple[str, ...], ratio: float):
+    def __init__(self, files: tuple[str, ...], ratio: float, mix: str = "steps"):
         """Keep the files; they are checked, and the loader made, with the training loader (``open``)."""
-        self.files, self.ratio = list(files), ratio
+        self.files, self.ratio, self.mix = list(files), ratio, mix
         self.shapes: dict[str, tuple[int, int]] | None = None
         self.loader: Any = None
         self.batches: Any = None
@@ -48,7 +54,8 @@ class UnlabeledPool:
                 )
             if not self.shapes:
                 raise RuntimeError(f"none of the {len(self.files)} unlabeled images can be read")
-        self.loader = pool_loader(args, self.shapes, data, self.count(batch), stride, rank, device)
+        size = batch if self.mix == "steps" else self.count(batch)
+        self.loader = pool_loader(args, self.shapes, data, size, stride, rank, device)
         self.batches = None
         self.mosaic_closed = False
 
@@ -56,13 +63,21 @@ class UnlabeledPool:
         """Pool images appended to a batch of ``labeled`` images."""
         return max(1, round(self.ratio * labeled)) if self.ratio > 0 else 0
 
-    def next_images(self, n: int) -> torch.Tensor:
-        """``n`` augmented pool images (uint8, as Ultralytics' loader gives them), starting a new pass when one ends."""
+    def steps_after(self, k: int) -> int:
+        """``steps``: how many pool batches follow the ``k``-th labeled batch of an epoch (counted from 1)."""
+        return math.floor(k * self.ratio + 0.5) - math.floor((k - 1) * self.ratio + 0.5)
+
+    def next_batch(self) -> dict:
+        """The next batch of augmented pool images (uint8, as Ultralytics' loader gives them, no labels).
+
+        A new pass over the pool starts when one ends. The batch carries its image count under ``UNLABELED_KEY``.
+        """
         for _ in range(2):
             if self.batches is None:
                 self.batches = iter(self.loader)
             try:
-                return next(self.batches)["img"][:n]
+                batch = next(self.batches)
+                return {**batch, UNLABELED_KEY: len(batch["img"])}
             except StopIteration:
                 self.batches = None
         raise RuntimeError("the unlabeled pool's loader yields no images")
@@ -70,7 +85,7 @@ class UnlabeledPool:
     def append(self, batch: dict) -> dict:
         """The batch with pool images after its labeled ones (their labels none), and their count under the key."""
         n = self.count(len(batch["img"]))
-        images = self.next_images(n)
+        images = self.next_batch()["img"][:n]
         if images.shape[2:] != batch["img"].shape[2:]:
             raise RuntimeError(
                 f"pool images of {tuple(images.shape[2:])} beside labeled {tuple(batch['img'].shape[2:])}"
@@ -83,3 +98,38 @@ class UnlabeledPool:
             close_mosaic(self.loader, args)
             self.batches = None
             self.mosaic_closed = True
+
+
+class PoolSteps:
+    """The training loader for ``unlabeled_mix=steps``: each labeled batch, then the pool batches due after it.
+
+    Everything Ultralytics reads from its training loader besides the batches and their number (``dataset``,
+    ``sampler``, ``reset``, ``batch_size``, workers, ...) is the labeled loader's: mosaic closing, the DDP epoch seed
+    and the image counts keep their meaning.
+
+    Args:
+        loader (Any): Ultralytics' training loader of the labeled images.
+        pool (UnlabeledPool): The opened pool.
+    """
+
+    def __init__(self, loader: Any, pool: UnlabeledPool):
+        """Wrap the labeled loader."""
+        self.loader, self.pool = loader, pool
+
+    def __len__(self) -> int:
+        """Batches per epoch: the labeled ones and the pool's."""
+        n = len(self.loader)
+        return n + sum(self.pool.steps_after(k) for k in range(1, n + 1))
+
+    def __iter__(self) -> Iterator[dict]:
+        """The labeled batches in Ultralytics' order, each followed by the pool batches due after it."""
+        for k, batch in enumerate(self.loader, 1):
+            yield batch
+            for _ in range(self.pool.steps_after(k)):
+                yield self.pool.next_batch()
+
+    def __getattr__(self, name: str) -> Any:
+        """The labeled loader's attribute."""
+        if name in {"loader", "pool"}:  # not set yet (a copy being built): never recurse
+            raise AttributeError(name)
+        return getattr(self.loader, name)
