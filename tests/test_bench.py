@@ -105,7 +105,7 @@ def test_a_setting_added_since_at_its_default_does_not_invalidate_finished_runs(
     done.write_text(json.dumps({"job": {**job, "settings": older}}))
     check_same_job(done, job)  # the same run
     with pytest.raises(ValueError, match="new project="):  # the new setting away from its default: another run
-        check_same_job(done, {**job, "settings": {**settings, "unlabeled_det": 1.0}})
+        check_same_job(done, {**job, "settings": {**settings, "unlabeled_det": 2.0}})
     with pytest.raises(ValueError, match="new project="):
         check_same_job(done, {**job, "settings": {**settings, "lambda_cls": 2.0}})
 

@@ -64,7 +64,7 @@ def step(models, batch, **settings):
 
 def test_pool_images_have_no_detection_loss_and_do_not_move_the_trust(models):
     _, _, full = models
-    with_pool, tsd = step(models, labeled_and_pool(full))
+    with_pool, tsd = step(models, labeled_and_pool(full), unlabeled_det=0)
     alone_batch = {**labeled_and_pool(full), "img": full["img"][:2], UNLABELED_KEY: 0}
     alone, alone_tsd = step(models, alone_batch)
     preds = tsd.student(full["img"])
@@ -76,7 +76,7 @@ def test_pool_images_have_no_detection_loss_and_do_not_move_the_trust(models):
     sig = with_pool.significance["detect"]
     assert sig.weight.shape[0] == 4 and all(with_pool.items[k] > 0 for k in LOSS_NAMES)
     # the pool images are distilled too (raw terms: the balance would make each term lambda times the detection loss)
-    raw_pool, _ = step(models, labeled_and_pool(full), balance="off")
+    raw_pool, _ = step(models, labeled_and_pool(full), balance="off", unlabeled_det=0)
     raw_alone, _ = step(models, alone_batch, balance="off")
     assert all(raw_pool.items[k] != raw_alone.items[k] for k in LOSS_NAMES)
 
@@ -95,7 +95,7 @@ def test_the_teachers_detections_make_key_areas_on_pool_images(models):
 def test_unlabeled_det_trains_the_pool_images_on_the_teachers_detections(models):
     teacher, _, full = models
     batch = labeled_and_pool(full)
-    terms_only, tsd = step(models, batch, unlabeled_conf=0.05)
+    terms_only, tsd = step(models, batch, unlabeled_conf=0.05, unlabeled_det=0)
     with_det, _ = step(models, batch, unlabeled_conf=0.05, unlabeled_det=0.5)
     # independently: the teacher's own inference decoding (Ultralytics' Detect in eval mode), NMS, the threshold
     with torch.no_grad():
@@ -115,7 +115,7 @@ def test_a_batch_of_pool_images_alone_learns_from_the_teacher_with_the_labeled_s
     _, _, full = models
     labeled = {**labeled_and_pool(full), "img": full["img"][:2], UNLABELED_KEY: 0}
     pool_only = {**{k: full[k][:0] for k in ("batch_idx", "cls", "bboxes")}, "img": full["img"][2:], UNLABELED_KEY: 2}
-    _, tsd = step(models, labeled, unlabeled_conf=0.05)
+    _, tsd = step(models, labeled, unlabeled_conf=0.05, unlabeled_det=0)
     sizes, qualities, trust, total = (x.clone() for x in (tsd.stats.sizes, tsd.stats.qualities, tsd.stats.trust,
                                                           tsd.stats.trust_total))  # fmt: skip
     tsd.teacher_due = False  # a pool batch runs the teacher anyway: without it, it teaches nothing
@@ -125,7 +125,7 @@ def test_a_batch_of_pool_images_alone_learns_from_the_teacher_with_the_labeled_s
     assert torch.equal(tsd.stats.sizes, sizes) and torch.equal(tsd.stats.qualities, qualities)
     assert torch.equal(tsd.stats.trust, trust) and torch.equal(tsd.stats.trust_total, total)
     # the terms: the raw pool terms times the labeled steps' balance (independently: balance=off gives the raw ones)
-    raw, raw_tsd = step(models, labeled, unlabeled_conf=0.05, balance="off")
+    raw, raw_tsd = step(models, labeled, unlabeled_conf=0.05, balance="off", unlabeled_det=0)
     raw_tsd.teacher_due = False
     raw_out = raw_tsd.step(pool_only)
     factor = sizes[0] / sizes[1:]
@@ -198,7 +198,7 @@ def test_corrupt_pool_images_are_left_out_with_one_warning(data_yaml, teacher_pt
     broken = tmp_path / "broken"
     shutil.copytree(pool, broken)
     (broken / "zz_corrupt.png").write_bytes(b"not an image")
-    overrides = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, unlabeled=str(broken))
+    overrides = tiny_run(data_yaml, teacher_pt, tmp_path, epochs=1, unlabeled=str(broken), tsd_unlabeled_ratio=0.5)
     with logged_messages() as messages:
         trainer = TSDTrainer(overrides=overrides)
         trainer.train()

@@ -84,8 +84,9 @@ class TSDConfig:
         tier=USER,
     )
     unlabeled_ratio: float = _setting(
-        1.0,
-        "with unlabeled=: pool images per labeled image the student trains on (0: the pool is not used)",
+        4.0,
+        "with unlabeled=: pool images per labeled image the student trains on; each epoch then makes 1 + this many "
+        "times Ultralytics' steps (0: the pool is not used)",
         lo=0,
         hi=16,
         tier=USER,
@@ -150,7 +151,7 @@ class TSDConfig:
         hi=1,
     )
     unlabeled_det: float = _setting(
-        0.0,
+        1.0,
         "unlabeled images: weight of the student's detection loss against the teacher's detections there (what "
         "pseudo-labeling trains on; 0: the pool teaches through the terms only)",
         lo=0,
