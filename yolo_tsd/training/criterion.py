@@ -154,7 +154,7 @@ class TSDLoss:
             weights = stats.update(det_loss.detach().sum() / bs, terms.detach(), quality)
         else:  # a batch of pool images alone (unlabeled_mix=steps): the balance of the labeled steps
             weights = stats.current_weights(terms)
-            det_loss = pool_det * 0.0  # its detection loss, if any, is added below
+            det_loss = torch.zeros_like(pool_det)  # its detection loss, if any, is added below
         terms = terms * weights * stats.trust
         items = {**parts[0].assigned.items, **dict(zip(LOSS_NAMES, terms.detach()))}  # the last branch's, labeled first
         if pool and self.cfg.unlabeled_det > 0:  # after the balance: it measures the labeled detection loss only

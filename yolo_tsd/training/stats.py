@@ -84,12 +84,8 @@ class RunningStats:
         The balance keeps the running sizes of the labeled steps; before any (never, in training: the first batch is
         labeled) the factors are the lambdas. No collective: every rank makes the same kind of step at the same time.
         """
-        cfg = self.cfg
-        lambdas = like.new_tensor([cfg.lambda_feat, cfg.lambda_cls, cfg.lambda_box])
-        if cfg.balance != "loss" or self.sizes is None:
-            return lambdas
         self.trust = self.trust.to(like)
-        return lambdas * self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
+        return self.weights(like)
 
     def term_weights(self, sizes: torch.Tensor) -> torch.Tensor:
         """The factor on each term from this step's (detection loss per image, feature, class, box term) sizes.
@@ -97,9 +93,15 @@ class RunningStats:
         With the balance, a term of weight lambda is lambda times the detection loss in size, averaged over the last
         ~``1 / (1 - MOMENTUM)`` steps, whatever its own units (feature scale, classes, image size, batch).
         """
-        cfg, factor = self.cfg, torch.ones_like(sizes[1:])
-        if cfg.balance == "loss":
+        if self.cfg.balance == "loss":
             self.sizes = running_mean(self.sizes, sizes, self.pace)
+        return self.weights(sizes[1:])
+
+    def weights(self, like: torch.Tensor) -> torch.Tensor:
+        """(3,) each term's lambda, times (``balance=loss``, once sizes exist) the running detection-to-term ratio."""
+        cfg = self.cfg
+        factor = torch.ones_like(like)
+        if cfg.balance == "loss" and self.sizes is not None:
             factor = self.sizes[0] / self.sizes[1:].clamp(min=1e-8)
         return torch.stack([factor[0] * cfg.lambda_feat, factor[1] * cfg.lambda_cls, factor[2] * cfg.lambda_box])
 

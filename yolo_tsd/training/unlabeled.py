@@ -67,6 +67,10 @@ class UnlabeledPool:
         """``steps``: how many pool batches follow the ``k``-th labeled batch of an epoch (counted from 1)."""
         return math.floor(k * self.ratio + 0.5) - math.floor((k - 1) * self.ratio + 0.5)
 
+    def steps_in(self, labeled: int) -> int:
+        """``steps``: pool batches in an epoch of ``labeled`` batches (the sum of ``steps_after``, which telescopes)."""
+        return math.floor(labeled * self.ratio + 0.5)
+
     def next_batch(self) -> dict:
         """The next batch of augmented pool images (uint8, as Ultralytics' loader gives them, no labels).
 
@@ -119,7 +123,7 @@ class PoolSteps:
     def __len__(self) -> int:
         """Batches per epoch: the labeled ones and the pool's."""
         n = len(self.loader)
-        return n + sum(self.pool.steps_after(k) for k in range(1, n + 1))
+        return n + self.pool.steps_in(n)
 
     def __iter__(self) -> Iterator[dict]:
         """The labeled batches in Ultralytics' order, each followed by the pool batches due after it."""
